@@ -1,0 +1,30 @@
+# The two commands of the README:
+#   make sweep   - prepare .venv and run the sweep on the default data (N_TRIALS=50)
+#   make test    - prepare .venv and run the test suite (what CI runs)
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+N_TRIALS ?= 50
+# Extra `mlflow run` arguments, e.g. ARGS='-P families=xgboost,random_forest -P data=my.csv -P target=y'
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: sweep test venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+# `--env-manager local` runs the `python` found on PATH: the project's virtualenv comes first.
+sweep: venv
+	PATH="$(BIN):$$PATH" mlflow run . -e sweep --env-manager local -P n_trials=$(N_TRIALS) $(ARGS)
+
+test: venv
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-output

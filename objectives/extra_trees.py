@@ -1,0 +1,17 @@
+"""Extremely randomized trees regression (scikit-learn)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sklearn.ensemble import ExtraTreesRegressor
+
+ESTIMATOR = ExtraTreesRegressor
+SCALE_NUMERIC = False
+
+
+def make_estimator(params: Mapping[str, Any], *, random_state: int) -> ExtraTreesRegressor:
+    """Return an unfitted, seeded extra-trees model; one thread unless ``params`` set ``n_jobs``."""
+    # Trials run in parallel processes, so one thread each avoids oversubscribing the cores.
+    return ExtraTreesRegressor(random_state=random_state, **{"n_jobs": 1, **params})

@@ -1,0 +1,172 @@
+"""Champion: the family with the lowest CV RMSE, refit, tested once, logged and registered.
+
+The test split is touched here and only here, after every study has finished, so the champion
+is chosen on cross-validation alone and its test metrics are an honest estimate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import mlflow
+import pandas as pd
+import skops.io
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+from sklearn.base import BaseEstimator
+
+from sweeper.errors import SweepError
+from sweeper.objective import regression_scores
+from sweeper.study import FamilyResult
+from sweeper.tracking import ROLE_FAMILY, TAG_CHAMPION, TAG_NAME, TAG_ROLE
+
+CHAMPION_ALIAS = "champion"
+MODEL_NAME_IN_RUN = "model"
+
+#: What serving any champion needs, whatever its family.
+_BASE_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "skops")
+
+
+def select_champion(results: Sequence[FamilyResult]) -> FamilyResult:
+    """The family whose best trial has the lowest CV RMSE (ties: the first family by name).
+
+    Raises :class:`SweepError` naming each family's first error when no family has a
+    complete trial.
+    """
+    candidates = [r for r in results if r.best is not None]
+    if not candidates:
+        reasons = "; ".join(f"{r.family}: {r.first_error or 'no complete trial'}" for r in results)
+        raise SweepError(f"every family failed, so there is no champion ({reasons})")
+    return min(candidates, key=lambda r: (r.rmse, r.family))
+
+
+def mark_champion(client: MlflowClient, experiment_id: str, sweep: str, run_id: str) -> None:
+    """Tag ``run_id`` as the sweep's champion and untag every other family run of the sweep."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG_NAME}` = '{sweep}' and tags.`{TAG_ROLE}` = '{ROLE_FAMILY}'",
+        max_results=1000,
+    )
+    # Set first, then clear the others: a reader in between sees two champions, never none.
+    client.set_tag(run_id, TAG_CHAMPION, "true")
+    for run in runs:
+        if run.info.run_id != run_id and TAG_CHAMPION in run.data.tags:
+            client.delete_tag(run.info.run_id, TAG_CHAMPION)
+
+
+def pip_requirements(model: BaseEstimator) -> list[str]:
+    """Pinned requirements of a fitted model: the base stack plus each estimator's library.
+
+    Explicit, so ``log_model`` does not infer them (slow, and it picks up test packages).
+    """
+    modules = {type(model).__module__.split(".")[0]}
+    for value in model.get_params(deep=True).values():
+        if isinstance(value, BaseEstimator):
+            modules.add(type(value).__module__.split(".")[0])
+    by_module = importlib.metadata.packages_distributions()
+    names = list(_BASE_REQUIREMENTS)
+    for module in sorted(modules):
+        for dist in by_module.get(module, []):
+            if dist.lower() not in {n.lower() for n in names}:
+                names.append(dist)
+    return [f"{name}=={importlib.metadata.version(name)}" for name in names]
+
+
+def trusted_types(model: BaseEstimator) -> list[str]:
+    """The types skops does not trust by default that this model needs, and nothing more."""
+    return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ChampionModel:
+    """The registered champion."""
+
+    family: str
+    run_id: str
+    test_rmse: float
+    test_mae: float
+    test_r2: float
+    model_uri: str
+    model_name: str
+    version: str
+
+
+def refit_and_register(
+    champion: FamilyResult,
+    model: BaseEstimator,
+    *,
+    X_train: pd.DataFrame,
+    y_train: pd.Series,
+    X_test: pd.DataFrame,
+    y_test: pd.Series,
+    model_name: str,
+    root_run_id: str,
+) -> ChampionModel:
+    """Fit ``model`` (the champion's unfitted best configuration) on the whole training part,
+    score it on the held-out test part, log it on the champion's family run and register it
+    as a new version of ``model_name`` with the alias ``champion``."""
+    model.fit(X_train, y_train)
+    prediction = model.predict(X_test)
+    test_rmse, test_mae, test_r2 = regression_scores(y_test, prediction)
+    test_metrics = {"test_rmse": test_rmse, "test_mae": test_mae, "test_r2": test_r2}
+    # The served schema is the raw training columns. Integer columns stay integers: MLflow
+    # refuses to convert int64 requests to a float64 schema.
+    example = X_train.head(5)
+    with warnings.catch_warnings():
+        # MLflow's hint that integer columns cannot hold missing values (documented in README).
+        warnings.simplefilter("ignore", UserWarning)
+        signature = infer_signature(example, model.predict(example))
+    client = MlflowClient()
+    # log_model writes to the active run; resume the family run for it (nested under the root
+    # run the fluent stack holds), then close it again.
+    with mlflow.start_run(run_id=champion.run_id, nested=True):
+        mlflow.log_metrics(test_metrics)
+        info = mlflow.sklearn.log_model(
+            model,
+            name=MODEL_NAME_IN_RUN,
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(model),
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=trusted_types(model),
+            registered_model_name=model_name,
+        )
+    version = info.registered_model_version
+    if version is None:
+        raise RuntimeError(f"log_model did not register a version of {model_name!r}")
+    client.set_registered_model_alias(model_name, CHAMPION_ALIAS, str(version))
+    client.log_batch(
+        root_run_id,
+        metrics=[
+            mlflow.entities.Metric(k, v, _now_ms(), 0) for k, v in test_metrics.items()
+        ],
+        tags=[
+            mlflow.entities.RunTag("sweep.champion_family", champion.family),
+            mlflow.entities.RunTag("sweep.champion_run_id", champion.run_id),
+            mlflow.entities.RunTag("sweep.model", f"models:/{model_name}/{version}"),
+        ],
+    )
+    return ChampionModel(
+        family=champion.family,
+        run_id=champion.run_id,
+        test_rmse=test_rmse,
+        test_mae=test_mae,
+        test_r2=test_r2,
+        model_uri=info.model_uri,
+        model_name=model_name,
+        version=str(version),
+    )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def describe(value: Any) -> str:
+    """A number as the leaderboard shows it."""
+    return "-" if value is None else f"{value:,.1f}"

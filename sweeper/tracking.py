@@ -1,0 +1,244 @@
+"""MLflow side of the sweep: the run tree (root -> family -> trial) and its tags.
+
+Runs below the root are made with :class:`mlflow.MlflowClient` and explicit parent ids, never
+through the fluent run stack: ``mlflow run`` hands the root run over in ``MLFLOW_RUN_ID`` and the
+fluent active run is per thread, so nesting through it breaks. Child runs copy the root run's
+source tags (user, source name and type, git commit) so every run says who ran what code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from sweeper import objective as attrs
+
+_logger = logging.getLogger(__name__)
+
+TAG_ROLE = "sweep.role"
+TAG_NAME = "sweep.name"
+TAG_FAMILY = "sweep.family"
+TAG_TRIAL = "sweep.trial"
+TAG_STUDY = "sweep.study"
+TAG_ERROR = "sweep.error"
+TAG_BEST_TRIAL = "sweep.best_trial"
+TAG_BEST_CONFIG = "sweep.best_config"
+TAG_CHAMPION = "champion"
+
+ROLE_SWEEP = "sweep"
+ROLE_FAMILY = "family"
+ROLE_TRIAL = "trial"
+
+#: Tags copied from the root run onto every child: who ran what code.
+_SOURCE_TAG_PREFIXES = ("mlflow.source.", "mlflow.user", "mlflow.project.", "mlflow.gitRepoURL")
+
+#: MLflow refuses longer param values.
+_MAX_PARAM_LENGTH = 6000
+
+_STATUS_OF_STATE = {
+    optuna.trial.TrialState.COMPLETE: RunStatus.to_string(RunStatus.FINISHED),
+    optuna.trial.TrialState.PRUNED: RunStatus.to_string(RunStatus.KILLED),
+    optuna.trial.TrialState.FAIL: RunStatus.to_string(RunStatus.FAILED),
+}
+
+
+def _ms(moment: Any) -> int:
+    return int(moment.timestamp() * 1000) if moment is not None else int(time.time() * 1000)
+
+
+def params_of(config: Mapping[str, Any]) -> list[Param]:
+    """MLflow params for a configuration (values as strings, within MLflow's length limit)."""
+    return [Param(key, str(value)[:_MAX_PARAM_LENGTH]) for key, value in sorted(config.items())]
+
+
+class SweepTracker:
+    """Creates and fills the runs of one sweep under an existing root run."""
+
+    def __init__(self, client: MlflowClient, root_run_id: str, sweep_name: str) -> None:
+        self.client = client
+        self.root_run_id = root_run_id
+        self.sweep_name = sweep_name
+        root = client.get_run(root_run_id)
+        self.experiment_id = root.info.experiment_id
+        self.source_tags = {
+            key: value
+            for key, value in root.data.tags.items()
+            if key.startswith(_SOURCE_TAG_PREFIXES)
+        }
+
+    def _child_tags(self, parent_run_id: str, role: str, **extra: str) -> dict[str, str]:
+        return {
+            **self.source_tags,
+            MLFLOW_PARENT_RUN_ID: parent_run_id,
+            TAG_ROLE: role,
+            TAG_NAME: self.sweep_name,
+            **extra,
+        }
+
+    def mark_root(self) -> None:
+        """Tag the root run as this sweep's."""
+        self.client.log_batch(
+            self.root_run_id,
+            tags=[RunTag(TAG_ROLE, ROLE_SWEEP), RunTag(TAG_NAME, self.sweep_name)],
+        )
+
+    def family_runs(self) -> dict[str, str]:
+        """``family -> run id`` of the family runs this sweep already has (for resuming)."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{TAG_NAME}` = '{self.sweep_name}' and tags.`{TAG_ROLE}` = '{ROLE_FAMILY}'"
+            ),
+            max_results=1000,
+        )
+        found: dict[str, str] = {}
+        # Oldest first, so a family keeps the run it got first.
+        for run in sorted(runs, key=lambda r: r.info.start_time):
+            found.setdefault(run.data.tags[TAG_FAMILY], run.info.run_id)
+        return found
+
+    def start_family(self, family: str, study_name: str) -> str:
+        """The family's run, created under the root, or reopened when the sweep resumes."""
+        existing = self.family_runs().get(family)
+        if existing is not None:
+            self.client.update_run(existing, status=RunStatus.to_string(RunStatus.RUNNING))
+            return existing
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=family,
+            tags=self._child_tags(
+                self.root_run_id, ROLE_FAMILY, **{TAG_FAMILY: family, TAG_STUDY: study_name}
+            ),
+        )
+        return run.info.run_id
+
+    def log_trial(self, family_run_id: str, family: str, trial: optuna.trial.FrozenTrial) -> str:
+        """Log one finished Optuna trial as a trial run under its family run."""
+        status = _STATUS_OF_STATE.get(trial.state)
+        if status is None:
+            raise ValueError(f"trial {trial.number} is not finished: {trial.state.name}")
+        tags = self._child_tags(
+            family_run_id, ROLE_TRIAL, **{TAG_FAMILY: family, TAG_TRIAL: str(trial.number)}
+        )
+        error = trial.user_attrs.get(attrs.ATTR_ERROR)
+        if error:
+            tags[TAG_ERROR] = str(error)[:5000]
+        run = self.client.create_run(
+            self.experiment_id,
+            start_time=_ms(trial.datetime_start),
+            run_name=f"{family}-{trial.number:03d}",
+            tags=tags,
+        )
+        end = _ms(trial.datetime_complete)
+        metrics = _trial_metrics(trial, end)
+        config = attrs.config_of(trial)
+        self.client.log_batch(run.info.run_id, metrics=metrics, params=params_of(config))
+        self.client.set_terminated(run.info.run_id, status=status, end_time=end)
+        return run.info.run_id
+
+    def finish_family(
+        self,
+        family_run_id: str,
+        best: optuna.trial.FrozenTrial | None,
+        *,
+        counts: Mapping[str, int],
+        failed: bool,
+    ) -> None:
+        """Log the family's best trial (metrics, configuration, number) and close its run."""
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"n_{state}", float(n), now, 0) for state, n in counts.items()]
+        tags: list[RunTag] = []
+        if best is not None:
+            metrics += _trial_metrics(best, now, with_folds=False)
+            config = attrs.config_of(best)
+            tags += [
+                RunTag(TAG_BEST_TRIAL, str(best.number)),
+                RunTag(TAG_BEST_CONFIG, json.dumps(config, sort_keys=True)[:5000]),
+            ]
+            metrics.append(Metric("best_trial", float(best.number), now, 0))
+        self.client.log_batch(family_run_id, metrics=metrics, tags=tags)
+        if best is not None:
+            try:
+                self.client.log_batch(family_run_id, params=params_of(config))
+            except MlflowException:
+                # MLflow params are immutable: when a resumed study found a better trial, the
+                # run keeps the first best's params and the tags above carry the current one.
+                _logger.warning("family run %s keeps its earlier best params", family_run_id)
+        status = RunStatus.FAILED if failed else RunStatus.FINISHED
+        self.client.set_terminated(family_run_id, status=RunStatus.to_string(status))
+
+    def fail_run(self, run_id: str, status: str = "FAILED") -> None:
+        """Close a run that was left open by an error or an interruption."""
+        self.client.set_terminated(run_id, status=status)
+
+
+def _trial_metrics(
+    trial: optuna.trial.FrozenTrial, timestamp: int, *, with_folds: bool = True
+) -> list[Metric]:
+    metrics: list[Metric] = []
+    if trial.value is not None:
+        metrics.append(Metric("rmse", float(trial.value), timestamp, 0))
+    for key in (attrs.ATTR_MAE, attrs.ATTR_R2, attrs.ATTR_RMSE_STD):
+        if key in trial.user_attrs:
+            metrics.append(Metric(key, float(trial.user_attrs[key]), timestamp, 0))
+    if with_folds:
+        for step, value in enumerate(trial.user_attrs.get(attrs.ATTR_FOLD_RMSE, [])):
+            metrics.append(Metric("fold_rmse", float(value), timestamp, step))
+    return metrics
+
+
+class BackgroundLogger:
+    """Runs logging calls on one background thread, in order, off the trial's critical path.
+
+    :meth:`flush` waits until everything submitted is logged and re-raises the first error a
+    call hit, so nothing is lost silently when the sweep ends.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue()
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._work, name="sweep-logger", daemon=True)
+        self._thread.start()
+
+    def submit(self, call: Callable[[], object]) -> None:
+        """Queue one logging call."""
+        self._queue.put(call)
+
+    def _work(self) -> None:
+        while True:
+            call = self._queue.get()
+            try:
+                if call is None:
+                    return
+                call()
+            except BaseException as error:  # noqa: BLE001 - re-raised by flush()
+                self._errors.append(error)
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Block until every submitted call ran; raise the first error any of them hit."""
+        self._queue.join()
+        if self._errors:
+            error = self._errors[0]
+            self._errors.clear()
+            raise error
+
+    def close(self) -> None:
+        """Flush and stop the thread."""
+        try:
+            self.flush()
+        finally:
+            self._queue.put(None)
+            self._thread.join()

@@ -1,0 +1,61 @@
+"""Shared fixtures: the project root, the shared insurance copy, a throwaway tracking store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_INSURANCE = ROOT.parent / "shared" / "data" / "insurance.csv"
+
+# Tests use the shared copy of the insurance data instead of downloading it (CI sets the same).
+if "SWEEP_INSURANCE_CSV" not in os.environ and SHARED_INSURANCE.exists():
+    os.environ["SWEEP_INSURANCE_CSV"] = str(SHARED_INSURANCE)
+
+
+@pytest.fixture(scope="session")
+def insurance_csv() -> Path:
+    path = Path(os.environ.get("SWEEP_INSURANCE_CSV", SHARED_INSURANCE))
+    if not path.exists():
+        pytest.fail(f"the insurance copy is missing: set SWEEP_INSURANCE_CSV (looked at {path})")
+    return path
+
+
+def free_port() -> int:
+    """A free loopback port (closed again: the caller's server binds it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for child processes: this virtualenv's bin first on PATH, because
+    `mlflow run --env-manager local` and `mlflow models serve` run the `python` found there."""
+    env = dict(os.environ)
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(key, None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture()
+def tracking_uri(tmp_path: Path) -> Iterator[str]:
+    """A fresh SQLite tracking store, also set as this process's tracking URI."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield uri
+    finally:
+        mlflow.set_tracking_uri(previous)
+        mlflow.set_registry_uri(previous)

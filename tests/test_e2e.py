@@ -1,0 +1,233 @@
+"""End to end: the real `mlflow run . -e sweep`, the run tree it leaves, and the served champion.
+
+One sweep (module-scoped: it takes about a minute) feeds every assertion below.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import requests
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+from conftest import ROOT, free_port, subprocess_env
+
+pytestmark = pytest.mark.e2e
+
+FAMILIES = ("elastic_net", "hist_gradient_boosting", "xgboost")
+N_TRIALS = 3
+SWEEP_NAME = "e2e-sweep"
+MODEL_NAME = "insurance-charges"
+CURL_BODY = {
+    "dataframe_split": {
+        "columns": ["age", "sex", "bmi", "children", "smoker", "region"],
+        "data": [[20, "male", 23.3, 2, "yes", "northeast"]],
+    }
+}
+
+
+@dataclass
+class SweepRun:
+    uri: str
+    client: MlflowClient
+    runs: list[Run]
+    stdout: str
+    stderr: str
+    tmp: Path
+
+    def role(self, role: str) -> list[Run]:
+        return [r for r in self.runs if r.data.tags.get("sweep.role") == role]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, insurance_csv: Path) -> Iterator[SweepRun]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    command = [
+        sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "sweep",
+        "--env-manager", "local", "--experiment-name", "e2e",
+        "-P", f"n_trials={N_TRIALS}",
+        "-P", f"families={','.join(FAMILIES)}",
+        "-P", f"sweep_name={SWEEP_NAME}",
+        "-P", f"storage={tmp / 'optuna.journal'}",
+    ]
+    env = subprocess_env(
+        MLFLOW_TRACKING_URI=uri,
+        SWEEP_INSURANCE_CSV=str(insurance_csv),
+        SWEEP_CACHE_DIR=str(tmp / "cache"),
+    )
+    done = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        pytest.fail(f"mlflow run failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    # In-process loads (pyfunc, model info) read the same store.
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield SweepRun(uri, client, runs, done.stdout, done.stderr, tmp)
+    finally:
+        mlflow.set_tracking_uri(previous)
+        mlflow.set_registry_uri(previous)
+
+
+def test_run_tree_counts_and_nesting(sweep: SweepRun) -> None:
+    (root,) = sweep.role("sweep")
+    families = sweep.role("family")
+    trials = sweep.role("trial")
+    assert len(sweep.runs) == 1 + len(FAMILIES) + len(FAMILIES) * N_TRIALS
+    assert sorted(r.info.run_name for r in families) == sorted(FAMILIES)
+    assert {r.data.tags["mlflow.parentRunId"] for r in families} == {root.info.run_id}
+    family_ids = {r.data.tags["sweep.family"]: r.info.run_id for r in families}
+    for family in FAMILIES:
+        mine = [t for t in trials if t.data.tags["sweep.family"] == family]
+        assert sorted(int(t.data.tags["sweep.trial"]) for t in mine) == list(range(N_TRIALS))
+        assert {t.data.tags["mlflow.parentRunId"] for t in mine} == {family_ids[family]}
+    for run in sweep.runs:
+        assert run.data.tags["sweep.name"] == SWEEP_NAME
+        assert run.info.status == "FINISHED", (run.info.run_name, run.info.status)
+
+
+def test_every_run_says_who_ran_what_code(sweep: SweepRun) -> None:
+    (root,) = sweep.role("sweep")
+    for key in ("mlflow.user", "mlflow.source.name", "mlflow.source.type"):
+        assert root.data.tags.get(key), key
+        for run in sweep.runs:
+            assert run.data.tags.get(key) == root.data.tags[key], (key, run.info.run_name)
+    assert root.data.tags["mlflow.source.type"] == "PROJECT"
+
+
+def test_trial_runs_have_params_and_metrics(sweep: SweepRun) -> None:
+    for trial in sweep.role("trial"):
+        metrics = trial.data.metrics
+        assert set(metrics) >= {"rmse", "mae", "r2", "rmse_std", "fold_rmse"}
+        assert 1000 < metrics["rmse"] < 20000
+        assert -1.0 < metrics["r2"] <= 1.0
+        history = sweep.client.get_metric_history(trial.info.run_id, "fold_rmse")
+        assert sorted(m.step for m in history) == [0, 1, 2, 3, 4]
+        assert pytest.approx(sum(m.value for m in history) / 5) == metrics["rmse"]
+        assert trial.data.params, trial.info.run_name
+
+
+def test_family_runs_carry_their_best_trial(sweep: SweepRun) -> None:
+    for family in sweep.role("family"):
+        trials = [
+            t for t in sweep.role("trial")
+            if t.data.tags["mlflow.parentRunId"] == family.info.run_id
+        ]
+        best = min(trials, key=lambda t: t.data.metrics["rmse"])
+        assert family.data.metrics["rmse"] == pytest.approx(best.data.metrics["rmse"])
+        assert family.data.metrics["mae"] == pytest.approx(best.data.metrics["mae"])
+        assert family.data.metrics["r2"] == pytest.approx(best.data.metrics["r2"])
+        assert family.data.tags["sweep.best_trial"] == best.data.tags["sweep.trial"]
+        assert family.data.params == best.data.params
+
+
+def test_exactly_one_champion_with_test_metrics_and_registered_model(sweep: SweepRun) -> None:
+    (root,) = sweep.role("sweep")
+    families = sweep.role("family")
+    champions = [r for r in sweep.runs if r.data.tags.get("champion") == "true"]
+    assert len(champions) == 1
+    (champion,) = champions
+    assert champion.data.metrics["rmse"] == min(f.data.metrics["rmse"] for f in families)
+    for key in ("test_rmse", "test_mae", "test_r2"):
+        assert champion.data.metrics[key] == pytest.approx(root.data.metrics[key])
+    assert root.data.tags["sweep.champion_run_id"] == champion.info.run_id
+    version = sweep.client.get_model_version_by_alias(MODEL_NAME, "champion")
+    assert version.run_id == champion.info.run_id
+    assert f"Champion: {champion.info.run_name}" in sweep.stdout
+    assert f"mlflow models serve -m 'models:/{MODEL_NAME}@champion'" in sweep.stdout
+
+
+def test_root_run_records_params_and_dataset(sweep: SweepRun) -> None:
+    (root,) = sweep.role("sweep")
+    assert root.data.params["n_trials"] == str(N_TRIALS)
+    assert root.data.params["families"] == ",".join(FAMILIES)
+    (dataset_input,) = root.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "insurance"
+    assert dataset_input.dataset.digest
+    schema = json.loads(dataset_input.dataset.schema)
+    assert {c["name"] for c in schema["mlflow_colspec"]} == {
+        "age", "sex", "bmi", "children", "smoker", "region", "charges"
+    }
+
+
+def test_logged_model_has_signature_example_requirements_and_skops(sweep: SweepRun) -> None:
+    uri = f"models:/{MODEL_NAME}@champion"
+    info = mlflow.models.get_model_info(uri)
+    inputs = {c.name for c in info.signature.inputs.inputs}
+    assert inputs == {"age", "sex", "bmi", "children", "smoker", "region"}
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(sweep.tmp / "model")))
+    requirements = (local / "requirements.txt").read_text().split()
+    names = {r.split("==")[0].lower() for r in requirements}
+    assert {"mlflow", "scikit-learn", "pandas", "skops"} <= names
+    assert "pytest" not in names and "requests" not in names
+    assert all("==" in r for r in requirements)
+    flavor = info.flavors["sklearn"]
+    assert flavor["serialization_format"] == "skops"
+    assert (local / "model.skops").exists()
+    assert (local / "input_example.json").exists()
+
+
+@pytest.fixture(scope="module")
+def served(sweep: SweepRun) -> Iterator[str]:
+    port = free_port()
+    log = open(sweep.tmp / "serve.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+         f"models:/{MODEL_NAME}@champion", "-p", str(port), "--host", "127.0.0.1",
+         "--env-manager", "local"],
+        env=subprocess_env(MLFLOW_TRACKING_URI=sweep.uri),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow models serve did not come up:\n"
+                            f"{(sweep.tmp / 'serve.log').read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def test_served_champion_answers_the_readme_curl(sweep: SweepRun, served: str) -> None:
+    response = requests.post(
+        f"{served}/invocations",
+        data=json.dumps(CURL_BODY),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    (prediction,) = response.json()["predictions"]
+    row = pd.DataFrame(CURL_BODY["dataframe_split"]["data"],
+                       columns=CURL_BODY["dataframe_split"]["columns"])
+    expected = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion").predict(row)
+    assert prediction == pytest.approx(float(expected[0]), rel=1e-9)
+    # A smoker in their twenties is charged well above the dataset's minimum.
+    assert 1000 < prediction < 70000
