@@ -34,9 +34,11 @@ class SweepConfig:
     sweep_name: str = ""
     storage: str = ""
     model_name: str = ""
+    n_workers: int = 1
 
     def __post_init__(self) -> None:
         _check(self.n_trials >= 1, "n_trials", "must be >= 1", self.n_trials)
+        _check(self.n_workers >= 1, "n_workers", "must be >= 1", self.n_workers)
         _check(self.cv_folds >= 2, "cv_folds", "must be >= 2", self.cv_folds)
         _check(
             math.isfinite(self.test_size) and 0.0 < self.test_size < 1.0,
@@ -124,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep_name": "names the studies <sweep_name>.<family>; empty = a new unique name",
         "storage": "Optuna storage URL or journal file path; empty = a local journal file",
         "model_name": "registered model name; empty = derived from the data",
+        "n_workers": "worker processes on this machine (one estimator thread each)",
     }
     for field in dataclasses.fields(SweepConfig):
         kind = type(getattr(defaults, field.name))

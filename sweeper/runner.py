@@ -1,15 +1,27 @@
-"""The sweep from start to end: config -> data -> one study per family -> champion -> registry."""
+"""The sweep from start to end: config -> data -> one study per family -> champion -> registry.
+
+The same code runs a sweep alone, as one of several workers on one sweep (``n_workers``, or
+several commands with the same ``sweep_name``), and when resuming a killed sweep: every worker
+joins the sweep's studies, takes trials from their pools until they are empty, waits for the
+other workers' last trials, and then the champion is registered exactly once
+(:mod:`sweeper.ledger` says how).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
-from typing import TextIO
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
 
 import mlflow
 import optuna
@@ -18,8 +30,11 @@ from mlflow import MlflowClient
 from mlflow.data.http_dataset_source import HTTPDatasetSource
 from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import RunStatus
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
 
 from objectives import Family, resolve_families
+from sweeper import ledger
 from sweeper.champion import (
     CHAMPION_ALIAS,
     ChampionModel,
@@ -29,11 +44,38 @@ from sweeper.champion import (
 )
 from sweeper.config import SweepConfig, derive_model_name, new_sweep_name
 from sweeper.data import Dataset, Split, load_dataset, split_dataset
+from sweeper.errors import SweepError
 from sweeper.objective import FamilyObjective, config_of
-from sweeper.study import FamilyResult, create_study, open_storage, optimize, study_name, summarize
+from sweeper.study import (
+    FamilyResult,
+    deadline_after,
+    join_family_study,
+    open_storage,
+    passed,
+    run_trial,
+    study_name,
+    summarize,
+    unfinished,
+)
 from sweeper.tracking import BackgroundLogger, SweepTracker
 
 _logger = logging.getLogger(__name__)
+
+#: Ledger study user attrs.
+ATTR_ROOT_RUN = "mlflow_root_run_id"
+ATTR_MODEL_NAME = "model_name"
+ATTR_CHAMPION = "champion"
+
+#: Seconds between checks while waiting for other workers' last trials.
+_POLL = 0.5
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: close runs as KILLED, exit non-zero, resumable."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +88,20 @@ class SweepOutcome:
     champion: ChampionModel
 
 
+@dataclasses.dataclass
+class _FamilyWork:
+    family: Family
+    study: optuna.Study
+    run_id: str
+    objective: FamilyObjective
+    started: float
+
+
 def run_sweep(config: SweepConfig, *, out: TextIO = sys.stdout) -> SweepOutcome:
-    """Run a whole sweep. Every input is validated before the first run or trial is made."""
+    """Run (or resume, or join) a whole sweep.
+
+    Every input is validated before the first run or trial is made.
+    """
     families = resolve_families(config.families)
     for family in families:
         family.search_space()  # a bad YAML fails now, not after hours of other families
@@ -56,68 +110,380 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stdout) -> SweepOutcome:
         dataset, test_size=config.test_size, seed=config.seed, cv_folds=config.cv_folds
     )
     storage = open_storage(config.storage)
+    _check_tracking_server()
     sweep_name = config.sweep_name or new_sweep_name()
-    model_name = config.model_name or derive_model_name(dataset.name, config.target)
+    fingerprint = {
+        "n_trials": config.n_trials,
+        "seed": config.seed,
+        "cv_folds": config.cv_folds,
+        "test_size": config.test_size,
+        "target": config.target,
+        "data_sha256": dataset.sha256,
+    }
     print(f"sweep {sweep_name}: {len(families)} families x {config.n_trials} trials on "
-          f"{dataset.name} ({len(dataset.frame)} rows, target {config.target!r})", file=out)
+          f"{dataset.name} ({len(dataset.frame)} rows, target {config.target!r})", file=out,
+          flush=True)
 
     # Estimators run one thread each: parallelism comes from worker processes, and on this
     # data two threads per fit are slower than one.
     threadpoolctl.threadpool_limits(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    with mlflow.start_run() as root:
+    with _sigterm_interrupts(), mlflow.start_run() as me:
         client = MlflowClient()
-        tracker = SweepTracker(client, root.info.run_id, sweep_name)
-        tracker.mark_root()
-        _log_root(client, root.info.run_id, config, sweep_name, model_name, dataset)
-        logger = BackgroundLogger()
-        open_runs: list[str] = []
-        try:
-            results = []
-            for family in families:
-                results.append(
-                    _run_family(family, config, sweep_name, storage, split, dataset, tracker,
-                                logger, open_runs, out)
-                )
-            logger.flush()
-            champion = select_champion(results)
-            mark_champion(client, tracker.experiment_id, sweep_name, champion.run_id)
-            model = FamilyObjective(
-                _family(families, champion.family),
-                split,
-                numeric=dataset.numeric_columns,
-                categorical=dataset.categorical_columns,
-                seed=config.seed,
-            ).build(config_of(champion.best))  # type: ignore[arg-type]
-            registered = refit_and_register(
-                champion,
-                model,
-                X_train=split.X_train,
-                y_train=split.y_train,
-                X_test=split.X_test,
-                y_test=split.y_test,
-                model_name=model_name,
-                root_run_id=root.info.run_id,
+        sweep_study, created = ledger.claim_study(storage, sweep_name, seed=config.seed)
+        if created:
+            for key, value in fingerprint.items():
+                sweep_study.set_user_attr(key, value)
+            sweep_study.set_user_attr(
+                ATTR_MODEL_NAME,
+                config.model_name or derive_model_name(dataset.name, config.target),
             )
+            sweep_study.set_user_attr(ATTR_ROOT_RUN, me.info.run_id)
+        else:
+            ledger.check_same(sweep_study, fingerprint)
+        recorded = ledger.wait_for_attrs(sweep_study, (ATTR_ROOT_RUN, ATTR_MODEL_NAME))
+        root_run_id = str(recorded[ATTR_ROOT_RUN])
+        model_name = str(recorded[ATTR_MODEL_NAME])
+        tracker = SweepTracker(client, root_run_id, sweep_name)
+        if root_run_id == me.info.run_id:
+            tracker.mark_root()
+            _log_root(client, root_run_id, config, model_name, dataset)
+        else:
+            print(f"joining sweep {sweep_name} (root run {root_run_id})", file=out, flush=True)
+            tracker.mark_worker(me.info.run_id)
+            tracker.reopen(root_run_id)
+        worker = _Worker(storage, tracker, config, split, dataset, out)
+        children = _spawn_workers(config, sweep_name, me.info.experiment_id)
+        try:
+            works = [worker.join(family, sweep_name, fingerprint) for family in families]
+            for work in works:
+                worker.work_on(work)
+            worker.drain(works)
+            results = [worker.finish(work) for work in works]
+            champion = _settle_champion(
+                results, families, storage, sweep_study, tracker, split, dataset, config,
+                model_name, root_run_id,
+            )
+            if root_run_id != me.info.run_id:
+                client.set_terminated(root_run_id, RunStatus.to_string(RunStatus.FINISHED))
         except BaseException as error:
-            _close_after_error(logger, tracker, open_runs, error)
+            worker.abort(error, root_run_id if root_run_id != me.info.run_id else None)
+            _stop_children(children, error)
+            if isinstance(error, KeyboardInterrupt):
+                mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
             raise
-        logger.close()
-    outcome = SweepOutcome(sweep_name, root.info.run_id, tuple(results), registered)
+        worker.close()
+        _wait_children(children)
+    outcome = SweepOutcome(sweep_name, root_run_id, tuple(results), champion)
     print_report(outcome, out=out)
     return outcome
 
 
-def _family(families: Sequence[Family], name: str) -> Family:
-    return next(f for f in families if f.name == name)
+def _check_tracking_server() -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when the server is away."""
+    try:
+        from sweeper.preflight import check_tracking_server
+    except ImportError:  # pragma: no cover - preflight ships with the package
+        return
+    check_tracking_server()
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into :class:`SweepInterrupted` in the main thread while the sweep runs."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SweepInterrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def library_defaults(family: Family) -> dict[str, Any]:
+    """The estimator's own defaults for the searched parameters its distributions contain:
+    the first trial of every family, so a sweep is never worse than untuned models."""
+    defaults = family.estimator_class().get_params()
+    first: dict[str, Any] = {}
+    for name, distribution in family.search_space().searched.items():
+        value = defaults.get(name)
+        try:
+            if value is not None and distribution._contains(distribution.to_internal_repr(value)):
+                first[name] = value
+        except (TypeError, ValueError):
+            continue
+    return first
+
+
+class _Worker:
+    """This process's share of the sweep: pops trials, runs them, logs them off the critical
+    path, beats for them, and cleans up after an interruption."""
+
+    def __init__(
+        self,
+        storage: BaseStorage,
+        tracker: SweepTracker,
+        config: SweepConfig,
+        split: Split,
+        dataset: Dataset,
+        out: TextIO,
+    ) -> None:
+        self.out = out
+        self.storage = storage
+        self.tracker = tracker
+        self.config = config
+        self.split = split
+        self.dataset = dataset
+        self.logger = BackgroundLogger()
+        self.heartbeat = ledger.Heartbeat(storage)
+        self.current: tuple[_FamilyWork, int] | None = None
+        self.joined: list[_FamilyWork] = []
+
+    def join(self, family: Family, sweep_name: str, fingerprint: dict[str, Any]) -> _FamilyWork:
+        name = study_name(sweep_name, family.name)
+        study, run_id = join_family_study(
+            self.storage,
+            name,
+            seed=self.config.seed,
+            n_trials=self.config.n_trials,
+            first_params=library_defaults(family),
+            fingerprint=fingerprint,
+            create_run=partial(self.tracker.create_family_run, family.name, name),
+        )
+        self.tracker.reopen(run_id)
+        objective = FamilyObjective(
+            family,
+            self.split,
+            numeric=self.dataset.numeric_columns,
+            categorical=self.dataset.categorical_columns,
+            seed=self.config.seed,
+        )
+        work = _FamilyWork(family, study, run_id, objective, time.monotonic())
+        self.joined.append(work)
+        return work
+
+    def _reap(self, work: _FamilyWork) -> None:
+        ledger.reap_dead(
+            self.storage,
+            work.study,
+            on_killed=partial(self.tracker.log_killed, work.run_id, work.family.name),
+        )
+
+    def work_on(self, work: _FamilyWork) -> None:
+        """Run trials of one family until its pool is empty or its timeout passed."""
+        deadline = deadline_after(self.config.timeout)
+        while not passed(deadline) and self._run_one(work):
+            pass
+
+    def _run_one(self, work: _FamilyWork) -> bool:
+        """Pop and run one trial of ``work``; false when the pool is empty."""
+        self._reap(work)
+        with ledger.deferred_signals():
+            popped = ledger.pop_waiting(self.storage, work.study)
+            if popped is None:
+                return False
+            trial, trial_id = popped
+            self.heartbeat.add(trial_id)
+            self.current = (work, trial_id)
+        state, value = run_trial(trial, work.objective)
+        self.current = None
+        self.logger.submit(partial(self._log_and_tell, work, trial_id, trial.number, state, value))
+        return True
+
+    def _log_and_tell(
+        self,
+        work: _FamilyWork,
+        trial_id: int,
+        number: int,
+        state: TrialState,
+        value: float | None,
+    ) -> None:
+        # Log first, then tell: if the process dies in between, the trial is still RUNNING,
+        # so whoever reaps it finds this run and closes it as KILLED (no orphan, no double).
+        frozen = self.storage.get_trial(trial_id)
+        end = int(time.time() * 1000)
+        self.tracker.log_trial(
+            work.run_id, work.family.name, frozen, state=state, value=value, end_time=end
+        )
+        if state == TrialState.COMPLETE:
+            work.study.tell(number, value)
+        else:
+            work.study.tell(number, state=state)
+        self.heartbeat.discard(trial_id)
+
+    def drain(self, works: Sequence[_FamilyWork]) -> None:
+        """Help with what is left anywhere (replacements of dead workers' trials), then wait
+        until no other worker is running a trial of these families."""
+        self.logger.flush()
+        deadline = deadline_after(self.config.timeout * max(1, len(works)))
+        while True:
+            busy = False
+            for work in works:
+                if not passed(deadline) and self._run_one(work):
+                    busy = True
+                    continue
+                self._reap(work)
+                waiting, running = unfinished(work.study)
+                if running or (waiting and not passed(deadline)):
+                    busy = True
+            self.logger.flush()
+            if not busy:
+                return
+            time.sleep(_POLL)
+
+    def finish(self, work: _FamilyWork) -> FamilyResult:
+        """Summarize a family and write its best trial onto its run (idempotent)."""
+        result = summarize(
+            work.study, work.family.name, work.run_id, time.monotonic() - work.started
+        )
+        self.tracker.finish_family(
+            work.run_id, result.best, counts=result.counts, failed=result.best is None
+        )
+        self.joined.remove(work)
+        best = "failed" if result.rmse is None else f"best CV rmse {result.rmse:,.1f}"
+        print(f"  {work.family.name:<24} {result.n_complete} complete, {result.n_pruned} pruned, "
+              f"{result.n_failed} failed; {best} ({result.seconds:.1f} s)", file=self.out,
+              flush=True)
+        return result
+
+    def abort(self, error: BaseException, reopened_root: str | None) -> None:
+        """After an error or interruption: log what finished, fail the trial that was
+        running (its replacement is enqueued), and close every run this worker opened."""
+        interrupted = isinstance(error, KeyboardInterrupt)
+        status = RunStatus.to_string(RunStatus.KILLED if interrupted else RunStatus.FAILED)
+        with ledger.deferred_signals():
+            try:
+                self.logger.close()
+            except Exception:  # noqa: BLE001 - the original error matters more
+                _logger.exception("could not log every finished trial")
+            if self.current is not None:
+                work, trial_id = self.current
+                reason = f"interrupted ({error})" if interrupted else f"sweep failed ({error!r})"
+                try:
+                    frozen = self.storage.get_trial(trial_id)
+                    killed = ledger.kill_trial(self.storage, work.study, frozen, reason)
+                    if killed is not None:
+                        self.tracker.log_killed(work.run_id, work.family.name, killed)
+                except Exception:  # noqa: BLE001
+                    _logger.exception("could not close the interrupted trial")
+            self.heartbeat.stop()
+            run_ids = [w.run_id for w in self.joined]
+            if reopened_root is not None:
+                run_ids.append(reopened_root)
+            for run_id in run_ids:
+                try:
+                    self.tracker.fail_run(run_id, status)
+                except Exception:  # noqa: BLE001
+                    _logger.exception("could not close run %s", run_id)
+
+    def close(self) -> None:
+        self.logger.close()
+        self.heartbeat.stop()
+
+
+def _settle_champion(
+    results: Sequence[FamilyResult],
+    families: Sequence[Family],
+    storage: BaseStorage,
+    sweep_study: optuna.Study,
+    tracker: SweepTracker,
+    split: Split,
+    dataset: Dataset,
+    config: SweepConfig,
+    model_name: str,
+    root_run_id: str,
+) -> ChampionModel:
+    """Select the champion; register it once, however many workers get here."""
+    champion = select_champion(results)
+    if champion.best is None:  # select_champion returns only families with a best trial
+        raise RuntimeError("champion without a best trial")
+    key = f"{champion.family}/{champion.best.number}"
+    claim_name = f"{sweep_study.study_name}.champion.{champion.family}-{champion.best.number}"
+    while True:
+        registered = sweep_study.user_attrs.get(ATTR_CHAMPION)
+        if registered and registered.get("key") == key:
+            return ChampionModel(**{k: v for k, v in registered.items() if k != "key"})
+        claim, won = ledger.claim_study(storage, claim_name, seed=config.seed)
+        if won or ledger.worker_is_dead(claim.user_attrs.get("worker"), time.time(), time.time()):
+            claim.set_user_attr("worker", ledger.worker_id())
+            break
+        time.sleep(_POLL)
+    mark_champion(tracker.client, tracker.experiment_id, tracker.sweep_name, champion.run_id)
+    family = next(f for f in families if f.name == champion.family)
+    model = family.build_pipeline(
+        config_of(champion.best),
+        numeric=dataset.numeric_columns,
+        categorical=dataset.categorical_columns,
+        random_state=config.seed,
+    )
+    registered_model = refit_and_register(
+        champion,
+        model,
+        X_train=split.X_train,
+        y_train=split.y_train,
+        X_test=split.X_test,
+        y_test=split.y_test,
+        model_name=model_name,
+        root_run_id=root_run_id,
+    )
+    sweep_study.set_user_attr(
+        ATTR_CHAMPION, {"key": key, **dataclasses.asdict(registered_model)}
+    )
+    return registered_model
+
+
+def _spawn_workers(config: SweepConfig, sweep_name: str, experiment_id: str) -> list[subprocess.Popen[bytes]]:
+    """Start ``n_workers - 1`` more processes on the same sweep (one thread each)."""
+    if config.n_workers <= 1:
+        return []
+    argv: list[str] = []
+    for key, value in config.as_params().items():
+        if key == "sweep_name":
+            value = sweep_name
+        elif key == "n_workers":
+            value = "1"
+        argv += [f"--{key}", value]
+    env = dict(os.environ)
+    env.pop("MLFLOW_RUN_ID", None)
+    env["MLFLOW_EXPERIMENT_ID"] = experiment_id
+    env.pop("MLFLOW_EXPERIMENT_NAME", None)
+    script = Path(__file__).resolve().parent.parent / "sweep.py"
+    return [
+        subprocess.Popen(
+            [sys.executable, str(script), *argv], env=env, stdout=subprocess.DEVNULL
+        )
+        for _ in range(config.n_workers - 1)
+    ]
+
+
+def _stop_children(children: Sequence[subprocess.Popen[bytes]], error: BaseException) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM if not isinstance(error, SweepInterrupted)
+                              else error.signum)
+    for child in children:
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _wait_children(children: Sequence[subprocess.Popen[bytes]]) -> None:
+    codes = [child.wait() for child in children]
+    if any(codes):
+        # The sweep itself is complete (this process drained every study), so a worker that
+        # failed late is reported, not fatal.
+        _logger.warning("worker processes exited with %s", codes)
 
 
 def _log_root(
     client: MlflowClient,
     run_id: str,
     config: SweepConfig,
-    sweep_name: str,
     model_name: str,
     dataset: Dataset,
 ) -> None:
@@ -139,71 +505,6 @@ def _log_root(
         ),
         context="training",
     )
-
-
-def _run_family(
-    family: Family,
-    config: SweepConfig,
-    sweep_name: str,
-    storage: optuna.storages.BaseStorage,
-    split: Split,
-    dataset: Dataset,
-    tracker: SweepTracker,
-    logger: BackgroundLogger,
-    open_runs: list[str],
-    out: TextIO,
-) -> FamilyResult:
-    name = study_name(sweep_name, family.name)
-    study = create_study(storage, name, seed=config.seed)
-    run_id = tracker.start_family(family.name, name)
-    open_runs.append(run_id)
-    objective = FamilyObjective(
-        family,
-        split,
-        numeric=dataset.numeric_columns,
-        categorical=dataset.categorical_columns,
-        seed=config.seed,
-    )
-
-    def on_trial(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        logger.submit(partial(tracker.log_trial, run_id, family.name, trial))
-
-    started = time.monotonic()
-    optimize(study, objective, n_trials=config.n_trials, timeout=config.timeout, on_trial=on_trial)
-    result = summarize(study, family.name, run_id, time.monotonic() - started)
-    logger.submit(
-        partial(
-            tracker.finish_family, run_id, result.best, counts=result.counts,
-            failed=result.best is None,
-        )
-    )
-    open_runs.remove(run_id)
-    best = "failed" if result.rmse is None else f"best CV rmse {result.rmse:,.1f}"
-    print(f"  {family.name:<24} {result.n_complete} complete, {result.n_pruned} pruned, "
-          f"{result.n_failed} failed; {best} ({result.seconds:.1f} s)", file=out)
-    return result
-
-
-def _close_after_error(
-    logger: BackgroundLogger,
-    tracker: SweepTracker,
-    open_runs: Sequence[str],
-    error: BaseException,
-) -> None:
-    """Log what finished trials are queued, then close the runs left open, so none stays
-    RUNNING. Errors while cleaning up are logged, not raised: the original error matters."""
-    status = RunStatus.to_string(
-        RunStatus.KILLED if isinstance(error, KeyboardInterrupt) else RunStatus.FAILED
-    )
-    try:
-        logger.close()
-    except Exception:  # noqa: BLE001
-        _logger.exception("could not log every finished trial")
-    for run_id in open_runs:
-        try:
-            tracker.fail_run(run_id, status)
-        except Exception:  # noqa: BLE001
-            _logger.exception("could not close run %s", run_id)
 
 
 def serve_command(model_name: str) -> str:

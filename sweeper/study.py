@@ -1,7 +1,8 @@
-"""One Optuna study per family: storage, sampler, and the trial loop.
+"""One Optuna study per family: storage, the trial pool, and the trial loop.
 
 A study is named ``<sweep_name>.<family>`` and lives in an Optuna storage, so a sweep can be
-found again (resumed, inspected with ``optuna-dashboard``) by its name.
+found again (resumed, joined by more workers, inspected with ``optuna-dashboard``) by its name.
+How workers share a study without losing or duplicating trials is :mod:`sweeper.ledger`.
 """
 
 from __future__ import annotations
@@ -9,20 +10,26 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper import ledger
 from sweeper import objective as attrs
 from sweeper.errors import SweepError
 
 #: Where the sweep keeps its studies when ``storage`` is empty: a journal file, which (unlike
 #: SQLite) is safe for several processes writing at once.
 DEFAULT_STORAGE = "optuna-sweeps.journal"
+
+#: Study user attrs written by the worker that creates a family study.
+ATTR_RUN_ID = "mlflow_run_id"
+ATTR_POOL_READY = "pool_ready"
 
 
 def open_storage(url: str) -> BaseStorage:
@@ -31,9 +38,13 @@ def open_storage(url: str) -> BaseStorage:
     target = url.strip() or DEFAULT_STORAGE
     try:
         if "://" in target:
-            # Heartbeats let a dead worker's RUNNING trial be failed by the next one.
-            return RDBStorage(target, heartbeat_interval=30, grace_period=90)
+            storage: BaseStorage = RDBStorage(
+                target, engine_kwargs={"pool_pre_ping": True, "connect_args": _connect_args(target)}
+            )
+            return storage
         path = Path(target).expanduser()
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a directory")
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(os.fspath(path)))
     except Exception as error:  # noqa: BLE001 - every way of failing is the same user problem
@@ -45,6 +56,11 @@ def open_storage(url: str) -> BaseStorage:
         ) from None
 
 
+def _connect_args(url: str) -> dict[str, Any]:
+    # Fail fast on an unreachable database instead of hanging on the OS's TCP timeout.
+    return {"connect_timeout": 10} if url.startswith("postgresql") else {}
+
+
 def study_name(sweep_name: str, family: str) -> str:
     """The Optuna study name of one family in one sweep."""
     return f"{sweep_name}.{family}"
@@ -53,8 +69,8 @@ def study_name(sweep_name: str, family: str) -> str:
 def is_done(trial: FrozenTrial) -> bool:
     """A trial that counts toward ``n_trials``: complete, pruned, or failed by its own error.
 
-    A trial failed because its process died (it has no recorded error) does not count, so a
-    resumed sweep runs it again instead of losing it.
+    A trial failed because its worker died or was interrupted (it has no recorded error) does
+    not count: a replacement was enqueued for it.
     """
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
@@ -72,6 +88,7 @@ class FamilyResult:
     n_complete: int
     n_pruned: int
     n_failed: int
+    n_killed: int
     seconds: float
     first_error: str | None
 
@@ -82,12 +99,15 @@ class FamilyResult:
 
     @property
     def counts(self) -> dict[str, int]:
-        return {"complete": self.n_complete, "pruned": self.n_pruned, "failed": self.n_failed}
+        return {
+            "complete": self.n_complete,
+            "pruned": self.n_pruned,
+            "failed": self.n_failed,
+            "killed": self.n_killed,
+        }
 
 
-def summarize(
-    study: optuna.Study, family: str, run_id: str, seconds: float
-) -> FamilyResult:
+def summarize(study: optuna.Study, family: str, run_id: str, seconds: float) -> FamilyResult:
     """Count a study's trials by state and find its best complete trial."""
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -101,37 +121,70 @@ def summarize(
         n_complete=len(complete),
         n_pruned=sum(t.state == TrialState.PRUNED for t in trials),
         n_failed=len(failed),
+        n_killed=sum(t.state == TrialState.FAIL and not is_done(t) for t in trials),
         seconds=seconds,
         first_error=(failed[0].user_attrs[attrs.ATTR_ERROR] if failed else None),
     )
 
 
-def create_study(storage: BaseStorage, name: str, *, seed: int) -> optuna.Study:
-    """Create the family's study, or load it when the sweep resumes."""
-    return optuna.create_study(
-        storage=storage,
-        study_name=name,
-        direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        load_if_exists=True,
-    )
-
-
-def optimize(
-    study: optuna.Study,
-    objective: Callable[[optuna.Trial], float],
+def join_family_study(
+    storage: BaseStorage,
+    name: str,
     *,
+    seed: int,
     n_trials: int,
-    timeout: float,
-    on_trial: Callable[[optuna.Study, FrozenTrial], None],
-) -> None:
-    """Run trials until the study has ``n_trials`` done trials or ``timeout`` seconds passed.
+    first_params: Mapping[str, Any],
+    fingerprint: Mapping[str, Any],
+    create_run: Callable[[], str],
+) -> tuple[optuna.Study, str]:
+    """Create the family's study with its pool of ``n_trials`` trials and its MLflow run, or
+    join the one another worker (or an earlier attempt) created. Returns ``(study, run_id)``.
 
-    Counting done trials in the storage (not trials run by this call) is what makes a resumed
-    sweep finish at ``n_trials`` instead of running ``n_trials`` more.
+    The first trial of the pool is ``first_params`` (the library defaults), so a sweep is never
+    worse than the untuned model.
     """
-    deadline = time.monotonic() + timeout if timeout > 0 else None
-    while sum(is_done(t) for t in study.get_trials(deepcopy=False)) < n_trials:
-        if deadline is not None and time.monotonic() >= deadline:
-            return
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[on_trial])
+    study, created = ledger.claim_study(storage, name, seed=seed)
+    if created:
+        for key, value in fingerprint.items():
+            study.set_user_attr(key, value)
+        study.set_user_attr(ATTR_RUN_ID, create_run())
+        study.enqueue_trial(dict(first_params))
+        for _ in range(n_trials - 1):
+            study.enqueue_trial({})
+        study.set_user_attr(ATTR_POOL_READY, True)
+    else:
+        ledger.check_same(study, fingerprint)
+    recorded = ledger.wait_for_attrs(study, (ATTR_RUN_ID, ATTR_POOL_READY))
+    return study, str(recorded[ATTR_RUN_ID])
+
+
+def unfinished(study: optuna.Study) -> tuple[int, int]:
+    """``(waiting, running)`` trial counts of a study."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    return waiting, len(trials) - waiting
+
+
+def run_trial(
+    trial: optuna.Trial, objective: Callable[[optuna.Trial], float]
+) -> tuple[TrialState, float | None]:
+    """Run the objective on a popped trial; the state and value to tell Optuna.
+
+    A failing objective makes a FAIL trial (its error is on the trial), never a failed sweep;
+    an interruption (KeyboardInterrupt, SystemExit) propagates to the caller.
+    """
+    try:
+        return TrialState.COMPLETE, float(objective(trial))
+    except optuna.TrialPruned:
+        return TrialState.PRUNED, None
+    except Exception:  # noqa: BLE001 - recorded on the trial by the objective
+        return TrialState.FAIL, None
+
+
+def deadline_after(timeout: float) -> float | None:
+    """A monotonic deadline ``timeout`` seconds from now, or ``None`` for no timeout."""
+    return time.monotonic() + timeout if timeout > 0 else None
+
+
+def passed(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline

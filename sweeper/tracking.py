@@ -18,11 +18,12 @@ from typing import Any
 
 import optuna
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from sweeper import objective as attrs
+from sweeper.ledger import ATTR_KILLED
 
 _logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ TAG_CHAMPION = "champion"
 ROLE_SWEEP = "sweep"
 ROLE_FAMILY = "family"
 ROLE_TRIAL = "trial"
+ROLE_WORKER = "worker"
 
 #: Tags copied from the root run onto every child: who ran what code.
 _SOURCE_TAG_PREFIXES = ("mlflow.source.", "mlflow.user", "mlflow.project.", "mlflow.gitRepoURL")
@@ -93,27 +95,14 @@ class SweepTracker:
             tags=[RunTag(TAG_ROLE, ROLE_SWEEP), RunTag(TAG_NAME, self.sweep_name)],
         )
 
-    def family_runs(self) -> dict[str, str]:
-        """``family -> run id`` of the family runs this sweep already has (for resuming)."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=(
-                f"tags.`{TAG_NAME}` = '{self.sweep_name}' and tags.`{TAG_ROLE}` = '{ROLE_FAMILY}'"
-            ),
-            max_results=1000,
-        )
-        found: dict[str, str] = {}
-        # Oldest first, so a family keeps the run it got first.
-        for run in sorted(runs, key=lambda r: r.info.start_time):
-            found.setdefault(run.data.tags[TAG_FAMILY], run.info.run_id)
-        return found
+    def mark_worker(self, run_id: str) -> None:
+        """Nest a joining worker's own run (e.g. the one a second `mlflow run` made) under the
+        sweep's root, so that the sweep stays one tree."""
+        tags = self._child_tags(self.root_run_id, ROLE_WORKER)
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
-    def start_family(self, family: str, study_name: str) -> str:
-        """The family's run, created under the root, or reopened when the sweep resumes."""
-        existing = self.family_runs().get(family)
-        if existing is not None:
-            self.client.update_run(existing, status=RunStatus.to_string(RunStatus.RUNNING))
-            return existing
+    def create_family_run(self, family: str, study_name: str) -> str:
+        """A new family run under the root (made once per sweep, by the study's creator)."""
         run = self.client.create_run(
             self.experiment_id,
             run_name=family,
@@ -123,29 +112,85 @@ class SweepTracker:
         )
         return run.info.run_id
 
-    def log_trial(self, family_run_id: str, family: str, trial: optuna.trial.FrozenTrial) -> str:
-        """Log one finished Optuna trial as a trial run under its family run."""
-        status = _STATUS_OF_STATE.get(trial.state)
-        if status is None:
-            raise ValueError(f"trial {trial.number} is not finished: {trial.state.name}")
+    def reopen(self, run_id: str) -> None:
+        """Mark a run RUNNING again while this worker works under it."""
+        self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+
+    def trial_runs(self, family_run_id: str) -> dict[int, Run]:
+        """``trial number -> run`` of the trial runs under a family run."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{family_run_id}' "
+                f"and tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'"
+            ),
+            max_results=50000,
+        )
+        return {int(r.data.tags[TAG_TRIAL]): r for r in runs}
+
+    def log_trial(
+        self,
+        family_run_id: str,
+        family: str,
+        trial: optuna.trial.FrozenTrial,
+        *,
+        state: optuna.trial.TrialState,
+        value: float | None,
+        end_time: int,
+    ) -> str:
+        """Log one finished trial (``state``/``value`` as about to be told to Optuna) as a trial
+        run under its family run."""
+        status = _STATUS_OF_STATE[state]
+        tags = self._trial_tags(family_run_id, family, trial)
+        run = self.client.create_run(
+            self.experiment_id,
+            start_time=_ms(trial.datetime_start),
+            run_name=_trial_run_name(family, trial.number),
+            tags=tags,
+        )
+        metrics = _trial_metrics(trial, value, end_time)
+        self.client.log_batch(
+            run.info.run_id, metrics=metrics, params=params_of(attrs.config_of(trial))
+        )
+        self.client.set_terminated(run.info.run_id, status=status, end_time=end_time)
+        return run.info.run_id
+
+    def log_killed(self, family_run_id: str, family: str, trial: optuna.trial.FrozenTrial) -> str:
+        """Close the run of a trial whose worker died or was interrupted as KILLED.
+
+        Called by the one worker that failed the trial in Optuna, so the run is made at most
+        once: an existing run (left RUNNING, or logged just before the worker died) is reused.
+        """
+        reason = str(trial.system_attrs.get(ATTR_KILLED, "the trial's worker stopped"))
+        killed = RunStatus.to_string(RunStatus.KILLED)
+        existing = self.trial_runs(family_run_id).get(trial.number)
+        if existing is not None:
+            self.client.set_tag(existing.info.run_id, TAG_ERROR, reason)
+            self.client.set_terminated(existing.info.run_id, status=killed)
+            return existing.info.run_id
+        tags = self._trial_tags(family_run_id, family, trial)
+        tags[TAG_ERROR] = reason
+        run = self.client.create_run(
+            self.experiment_id,
+            start_time=_ms(trial.datetime_start),
+            run_name=_trial_run_name(family, trial.number),
+            tags=tags,
+        )
+        if trial.params:
+            self.client.log_batch(run.info.run_id, params=params_of(attrs.config_of(trial)))
+        self.client.set_terminated(run.info.run_id, status=killed)
+        return run.info.run_id
+
+    def _trial_tags(
+        self, family_run_id: str, family: str, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, str]:
         tags = self._child_tags(
             family_run_id, ROLE_TRIAL, **{TAG_FAMILY: family, TAG_TRIAL: str(trial.number)}
         )
         error = trial.user_attrs.get(attrs.ATTR_ERROR)
         if error:
             tags[TAG_ERROR] = str(error)[:5000]
-        run = self.client.create_run(
-            self.experiment_id,
-            start_time=_ms(trial.datetime_start),
-            run_name=f"{family}-{trial.number:03d}",
-            tags=tags,
-        )
-        end = _ms(trial.datetime_complete)
-        metrics = _trial_metrics(trial, end)
-        config = attrs.config_of(trial)
-        self.client.log_batch(run.info.run_id, metrics=metrics, params=params_of(config))
-        self.client.set_terminated(run.info.run_id, status=status, end_time=end)
-        return run.info.run_id
+        return tags
 
     def finish_family(
         self,
@@ -160,7 +205,7 @@ class SweepTracker:
         metrics = [Metric(f"n_{state}", float(n), now, 0) for state, n in counts.items()]
         tags: list[RunTag] = []
         if best is not None:
-            metrics += _trial_metrics(best, now, with_folds=False)
+            metrics += _trial_metrics(best, best.value, now, with_folds=False)
             config = attrs.config_of(best)
             tags += [
                 RunTag(TAG_BEST_TRIAL, str(best.number)),
@@ -183,12 +228,20 @@ class SweepTracker:
         self.client.set_terminated(run_id, status=status)
 
 
+def _trial_run_name(family: str, number: int) -> str:
+    return f"{family}-{number:03d}"
+
+
 def _trial_metrics(
-    trial: optuna.trial.FrozenTrial, timestamp: int, *, with_folds: bool = True
+    trial: optuna.trial.FrozenTrial,
+    value: float | None,
+    timestamp: int,
+    *,
+    with_folds: bool = True,
 ) -> list[Metric]:
     metrics: list[Metric] = []
-    if trial.value is not None:
-        metrics.append(Metric("rmse", float(trial.value), timestamp, 0))
+    if value is not None:
+        metrics.append(Metric("rmse", float(value), timestamp, 0))
     for key in (attrs.ATTR_MAE, attrs.ATTR_R2, attrs.ATTR_RMSE_STD):
         if key in trial.user_attrs:
             metrics.append(Metric(key, float(trial.user_attrs[key]), timestamp, 0))
