@@ -2,12 +2,13 @@
 
 Usage: ``python sweep.py --n_trials 50 --families all --data insurance ...``; see
 ``python sweep.py --help`` and the README. A bad input ends with one line on stderr and exit
-code 2; an interruption (Ctrl-C) with exit code 130.
+code 2; an interruption with exit code 130 (Ctrl-C) or 143 (SIGTERM).
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -27,9 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SweepError as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interruption:
+        # SIGINT (Ctrl-C) -> 130, SIGTERM -> 143, as shells report them.
+        signum = getattr(interruption, "signum", signal.SIGINT)
         print("sweep: interrupted; rerun with the same sweep_name to resume", file=sys.stderr)
-        return 130
+        return 128 + int(signum)
     return 0
 
 

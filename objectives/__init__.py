@@ -16,6 +16,7 @@ exports:
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ from sweeper.search_space import SearchSpace, load_search_space
 __all__ = ["FAMILIES", "SEARCH_SPACES_DIR", "Family", "resolve_families"]
 
 SEARCH_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+#: Environment variable naming another directory of search-space YAMLs (same file names), to
+#: tune different ranges without editing the project.
+SEARCH_SPACES_ENV = "SWEEP_SEARCH_SPACES"
 
 # The sweep seeds every estimator itself, so a search space must not set these.
 _RESERVED_PARAMS: Mapping[str, str] = MappingProxyType(
@@ -53,8 +57,9 @@ class Family:
 
     @property
     def search_space_path(self) -> Path:
-        """``search_spaces/<name>.yaml`` under the project root."""
-        return SEARCH_SPACES_DIR / f"{self.name}.yaml"
+        """``<name>.yaml`` in ``$SWEEP_SEARCH_SPACES``, else in the project's search_spaces/."""
+        override = os.environ.get(SEARCH_SPACES_ENV)
+        return (Path(override) if override else SEARCH_SPACES_DIR) / f"{self.name}.yaml"
 
     @property
     def estimator_class(self) -> type:

@@ -26,6 +26,8 @@ from sweeper.study import FamilyResult
 from sweeper.tracking import ROLE_FAMILY, TAG_CHAMPION, TAG_NAME, TAG_ROLE
 
 CHAMPION_ALIAS = "champion"
+#: Model version tag: which study trial a version was refit from.
+TAG_VERSION_TRIAL = "sweep.trial_key"
 MODEL_NAME_IN_RUN = "model"
 
 #: What serving any champion needs, whatever its family.
@@ -134,11 +136,11 @@ def refit_and_register(
             pip_requirements=pip_requirements(model),
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
             skops_trusted_types=trusted_types(model),
-            registered_model_name=model_name,
         )
-    version = info.registered_model_version
-    if version is None:
-        raise RuntimeError(f"log_model did not register a version of {model_name!r}")
+    # Registered with the version tags that find_registered() looks for, in the same call.
+    version = mlflow.register_model(
+        info.model_uri, model_name, tags={TAG_VERSION_TRIAL: _trial_key(champion)}
+    ).version
     client.set_registered_model_alias(model_name, CHAMPION_ALIAS, str(version))
     client.log_batch(
         root_run_id,
@@ -161,6 +163,35 @@ def refit_and_register(
         model_name=model_name,
         version=str(version),
     )
+
+
+def _trial_key(champion: FamilyResult) -> str:
+    number = champion.best.number if champion.best is not None else -1
+    return f"{champion.study_name}/{number}"
+
+
+def find_registered(
+    champion: FamilyResult, model_name: str, root_run_id: str
+) -> ChampionModel | None:
+    """The version already registered for this champion trial (by an attempt that died before
+    it could record it), with the alias moved onto it; ``None`` when there is none."""
+    client = MlflowClient()
+    key = _trial_key(champion)
+    for version in client.search_model_versions(f"run_id = '{champion.run_id}'"):
+        if version.name == model_name and version.tags.get(TAG_VERSION_TRIAL) == key:
+            client.set_registered_model_alias(model_name, CHAMPION_ALIAS, str(version.version))
+            metrics = client.get_run(champion.run_id).data.metrics
+            return ChampionModel(
+                family=champion.family,
+                run_id=champion.run_id,
+                test_rmse=metrics["test_rmse"],
+                test_mae=metrics["test_mae"],
+                test_r2=metrics["test_r2"],
+                model_uri=str(version.source),
+                model_name=model_name,
+                version=str(version.version),
+            )
+    return None
 
 
 def _now_ms() -> int:

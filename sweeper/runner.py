@@ -38,6 +38,7 @@ from sweeper import ledger
 from sweeper.champion import (
     CHAMPION_ALIAS,
     ChampionModel,
+    find_registered,
     mark_champion,
     refit_and_register,
     select_champion,
@@ -57,7 +58,7 @@ from sweeper.study import (
     summarize,
     unfinished,
 )
-from sweeper.tracking import BackgroundLogger, SweepTracker
+from sweeper.tracking import BackgroundLogger, SweepTracker, init_tracking_store
 
 _logger = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stdout) -> SweepOutcome:
     )
     storage = open_storage(config.storage)
     _check_tracking_server()
+    init_tracking_store()
     sweep_name = config.sweep_name or new_sweep_name()
     fingerprint = {
         "n_trials": config.n_trials,
@@ -147,11 +149,13 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stdout) -> SweepOutcome:
         model_name = str(recorded[ATTR_MODEL_NAME])
         tracker = SweepTracker(client, root_run_id, sweep_name)
         if root_run_id == me.info.run_id:
-            tracker.mark_root()
+            tracker.mark_root(ledger.worker_id())
             _log_root(client, root_run_id, config, model_name, dataset)
         else:
             print(f"joining sweep {sweep_name} (root run {root_run_id})", file=out, flush=True)
-            tracker.mark_worker(me.info.run_id)
+            tracker.mark_worker(me.info.run_id, ledger.worker_id())
+            now = time.time()
+            tracker.close_dead_worker_runs(lambda w: ledger.worker_is_dead(w, now, now))
             tracker.reopen(root_run_id)
         worker = _Worker(storage, tracker, config, split, dataset, out)
         children = _spawn_workers(config, sweep_name, me.info.experiment_id)
@@ -340,7 +344,7 @@ class _Worker:
             work.study, work.family.name, work.run_id, time.monotonic() - work.started
         )
         self.tracker.finish_family(
-            work.run_id, result.best, counts=result.counts, failed=result.best is None
+            work.run_id, result.best, counts=result.counts, error=result.first_error
         )
         self.joined.remove(work)
         best = "failed" if result.rmse is None else f"best CV rmse {result.rmse:,.1f}"
@@ -412,6 +416,10 @@ def _settle_champion(
             break
         time.sleep(_POLL)
     mark_champion(tracker.client, tracker.experiment_id, tracker.sweep_name, champion.run_id)
+    registered_model = find_registered(champion, model_name, root_run_id)
+    if registered_model is not None:
+        sweep_study.set_user_attr(ATTR_CHAMPION, {"key": key, **dataclasses.asdict(registered_model)})
+        return registered_model
     family = next(f for f in families if f.name == champion.family)
     model = family.build_pipeline(
         config_of(champion.best),

@@ -8,14 +8,17 @@ source tags (user, source name and type, git commit) so every run says who ran w
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+import mlflow
 import optuna
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
@@ -36,6 +39,8 @@ TAG_ERROR = "sweep.error"
 TAG_BEST_TRIAL = "sweep.best_trial"
 TAG_BEST_CONFIG = "sweep.best_config"
 TAG_CHAMPION = "champion"
+#: ``host:pid`` of the process that owns a root or worker run (to close it if that process died).
+TAG_WORKER = "sweep.worker"
 
 ROLE_SWEEP = "sweep"
 ROLE_FAMILY = "family"
@@ -88,18 +93,37 @@ class SweepTracker:
             **extra,
         }
 
-    def mark_root(self) -> None:
-        """Tag the root run as this sweep's."""
+    def mark_root(self, worker: str) -> None:
+        """Tag the root run as this sweep's, owned by ``worker`` (``host:pid``)."""
         self.client.log_batch(
             self.root_run_id,
-            tags=[RunTag(TAG_ROLE, ROLE_SWEEP), RunTag(TAG_NAME, self.sweep_name)],
+            tags=[
+                RunTag(TAG_ROLE, ROLE_SWEEP),
+                RunTag(TAG_NAME, self.sweep_name),
+                RunTag(TAG_WORKER, worker),
+            ],
         )
 
-    def mark_worker(self, run_id: str) -> None:
+    def mark_worker(self, run_id: str, worker: str) -> None:
         """Nest a joining worker's own run (e.g. the one a second `mlflow run` made) under the
         sweep's root, so that the sweep stays one tree."""
-        tags = self._child_tags(self.root_run_id, ROLE_WORKER)
+        tags = self._child_tags(self.root_run_id, ROLE_WORKER, **{TAG_WORKER: worker})
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def close_dead_worker_runs(self, is_dead: Callable[[str], bool]) -> int:
+        """Close as KILLED the root/worker runs left RUNNING by processes that died."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAG_NAME}` = '{self.sweep_name}' and attributes.status = 'RUNNING'",
+            max_results=1000,
+        )
+        closed = 0
+        for run in runs:
+            worker = run.data.tags.get(TAG_WORKER)
+            if run.data.tags.get(TAG_ROLE) in (ROLE_SWEEP, ROLE_WORKER) and worker and is_dead(worker):
+                self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+                closed += 1
+        return closed
 
     def create_family_run(self, family: str, study_name: str) -> str:
         """A new family run under the root (made once per sweep, by the study's creator)."""
@@ -198,12 +222,15 @@ class SweepTracker:
         best: optuna.trial.FrozenTrial | None,
         *,
         counts: Mapping[str, int],
-        failed: bool,
+        error: str | None,
     ) -> None:
-        """Log the family's best trial (metrics, configuration, number) and close its run."""
+        """Log the family's best trial (metrics, configuration, number) and close its run:
+        FAILED with the first trial error when no trial completed."""
         now = int(time.time() * 1000)
         metrics = [Metric(f"n_{state}", float(n), now, 0) for state, n in counts.items()]
         tags: list[RunTag] = []
+        if best is None and error:
+            tags.append(RunTag(TAG_ERROR, error[:5000]))
         if best is not None:
             metrics += _trial_metrics(best, best.value, now, with_folds=False)
             config = attrs.config_of(best)
@@ -220,7 +247,7 @@ class SweepTracker:
                 # MLflow params are immutable: when a resumed study found a better trial, the
                 # run keeps the first best's params and the tags above carry the current one.
                 _logger.warning("family run %s keeps its earlier best params", family_run_id)
-        status = RunStatus.FAILED if failed else RunStatus.FINISHED
+        status = RunStatus.FAILED if best is None else RunStatus.FINISHED
         self.client.set_terminated(family_run_id, status=RunStatus.to_string(status))
 
     def fail_run(self, run_id: str, status: str = "FAILED") -> None:
@@ -295,3 +322,23 @@ class BackgroundLogger:
         finally:
             self._queue.put(None)
             self._thread.join()
+
+
+def init_tracking_store() -> None:
+    """Create (or migrate) a local SQLite tracking store under a file lock.
+
+    Two processes creating a fresh ``mlflow.db`` at once crash in MLflow's schema migration
+    (workers started together on one machine do exactly that); the lock makes one create it
+    while the others wait, then find it ready. Other stores need nothing.
+    """
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri[len("sqlite:///"):].split("?")[0])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".init-lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
