@@ -20,20 +20,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run a sweep from command-line arguments; return the process exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        config = parse_config(argv)
+        args = list(sys.argv[1:] if argv is None else argv)
+        champion_only = "--champion" in args
+        if champion_only:
+            args.remove("--champion")
+        config = parse_config(args)
         # Imported late so that `--help` and bad arguments answer without loading MLflow.
-        from sweeper.runner import run_sweep
+        from sweeper.runner import run_champion, run_sweep
 
-        run_sweep(config)
+        if champion_only:
+            run_champion(config.sweep_name, config.storage, data=_explicit_data(args))
+        else:
+            run_sweep(config)
     except SweepError as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        outage = tracking_outage(error)
+        if outage is None:
+            raise
+        print(f"sweep: error: {outage}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt as interruption:
         # SIGINT (Ctrl-C) -> 130, SIGTERM -> 143, as shells report them.
         signum = getattr(interruption, "signum", signal.SIGINT)
         print("sweep: interrupted; rerun with the same sweep_name to resume", file=sys.stderr)
         return 128 + int(signum)
     return 0
+
+
+def _explicit_data(args: Sequence[str]) -> str:
+    """The --data value when given on the command line (the champion entry point otherwise
+    reloads the data the sweep recorded)."""
+    if "--data" in args:
+        index = list(args).index("--data")
+        if index + 1 < len(args) and args[index + 1] != "insurance":
+            return args[index + 1]
+    return ""
+
+
+def tracking_outage(error: BaseException) -> str | None:
+    """A one-line message when ``error`` is the tracking server going away mid-sweep (after
+    MLflow's bounded retries), else ``None``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+
+    text = str(error)
+    lost = isinstance(error, RequestsConnectionError) or (
+        isinstance(error, MlflowException)
+        and ("Max retries exceeded" in text or "Failed to establish" in text)
+    )
+    if not lost:
+        return None
+    return (
+        f"lost the MLflow tracking server at {mlflow.get_tracking_uri()} (still unreachable "
+        "after retrying with backoff); restart it, then rerun with the same sweep_name to resume"
+    )
 
 
 if __name__ == "__main__":

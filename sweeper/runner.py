@@ -48,6 +48,7 @@ from sweeper.data import Dataset, Split, load_dataset, split_dataset
 from sweeper.errors import SweepError
 from sweeper.objective import FamilyObjective, config_of
 from sweeper.study import (
+    ATTR_RUN_ID,
     FamilyResult,
     deadline_after,
     join_family_study,
@@ -66,6 +67,15 @@ _logger = logging.getLogger(__name__)
 ATTR_ROOT_RUN = "mlflow_root_run_id"
 ATTR_MODEL_NAME = "model_name"
 ATTR_CHAMPION = "champion"
+ATTR_DATA = "data"
+
+#: Retries of MLflow's HTTP client unless the user set their own: about half a minute of
+#: backoff (1+2+4+8+16 s) rides out a tracking server restart, then the sweep fails clearly.
+_HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 #: Seconds between checks while waiting for other workers' last trials.
 _POLL = 0.5
@@ -111,8 +121,7 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stdout) -> SweepOutcome:
         dataset, test_size=config.test_size, seed=config.seed, cv_folds=config.cv_folds
     )
     storage = open_storage(config.storage)
-    _check_tracking_server()
-    init_tracking_store()
+    _prepare_tracking()
     sweep_name = config.sweep_name or new_sweep_name()
     fingerprint = {
         "n_trials": config.n_trials,
@@ -141,6 +150,7 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stdout) -> SweepOutcome:
                 ATTR_MODEL_NAME,
                 config.model_name or derive_model_name(dataset.name, config.target),
             )
+            sweep_study.set_user_attr(ATTR_DATA, config.data)
             sweep_study.set_user_attr(ATTR_ROOT_RUN, me.info.run_id)
         else:
             ledger.check_same(sweep_study, fingerprint)
@@ -184,13 +194,83 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stdout) -> SweepOutcome:
     return outcome
 
 
-def _check_tracking_server() -> None:
-    """Fail in seconds, not after MLflow's minutes of retries, when the server is away."""
+def _prepare_tracking() -> None:
+    """Bound MLflow's HTTP retries, fail in seconds when the tracking server is away (not after
+    MLflow's minutes of retries), and create a fresh local store safely."""
+    for key, value in _HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     try:
         from sweeper.preflight import check_tracking_server
     except ImportError:  # pragma: no cover - preflight ships with the package
-        return
-    check_tracking_server()
+        pass
+    else:
+        check_tracking_server()
+    init_tracking_store()
+
+
+def run_champion(
+    sweep_name: str, storage_url: str, *, data: str = "", out: TextIO = sys.stdout
+) -> SweepOutcome:
+    """Reselect and register the champion of a sweep from its storage, at any time (e.g.
+    after stopping workers early). Trials of dead workers are failed and replaced first."""
+    if not sweep_name:
+        raise SweepError("sweep_name: the champion entry point needs the name of a sweep")
+    storage = open_storage(storage_url)
+    try:
+        sweep_study = optuna.load_study(storage=storage, study_name=sweep_name)
+    except KeyError:
+        raise SweepError(
+            f"sweep_name: no sweep named {sweep_name!r} in storage {storage_url or 'the default journal'!r}"
+        ) from None
+    recorded = ledger.wait_for_attrs(
+        sweep_study, (ATTR_ROOT_RUN, ATTR_MODEL_NAME, ATTR_DATA, "target", "seed"), timeout=5
+    )
+    dataset = load_dataset(data or str(recorded[ATTR_DATA]), str(recorded["target"]))
+    if dataset.sha256 != recorded["data_sha256"]:
+        raise SweepError(
+            f"data: {dataset.source} is not the data sweep {sweep_name!r} ran on (sha256 "
+            f"{dataset.sha256[:12]}…, expected {str(recorded['data_sha256'])[:12]}…)"
+        )
+    config = SweepConfig(
+        sweep_name=sweep_name,
+        storage=storage_url,
+        data=dataset.source,
+        target=str(recorded["target"]),
+        seed=int(recorded["seed"]),
+        cv_folds=int(recorded["cv_folds"]),
+        test_size=float(recorded["test_size"]),
+        n_trials=int(recorded["n_trials"]),
+    )
+    split = split_dataset(
+        dataset, test_size=config.test_size, seed=config.seed, cv_folds=config.cv_folds
+    )
+    _prepare_tracking()
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    families = [f for f in resolve_families("all") if study_name(sweep_name, f.name) in names]
+    with mlflow.start_run() as me:
+        client = MlflowClient()
+        root_run_id = str(recorded[ATTR_ROOT_RUN])
+        tracker = SweepTracker(client, root_run_id, sweep_name)
+        tracker.mark_worker(me.info.run_id, ledger.worker_id())
+        now = time.time()
+        tracker.close_dead_worker_runs(lambda w: ledger.worker_is_dead(w, now, now))
+        results = []
+        for family in families:
+            study = optuna.load_study(storage=storage, study_name=study_name(sweep_name, family.name))
+            run_id = str(study.user_attrs[ATTR_RUN_ID])
+            ledger.reap_dead(storage, study, partial(tracker.log_killed, run_id, family.name))
+            result = summarize(study, family.name, run_id, 0.0)
+            if not unfinished(study)[1]:
+                tracker.finish_family(run_id, result.best, counts=result.counts,
+                                      error=result.first_error)
+            results.append(result)
+        champion = _settle_champion(
+            results, families, storage, sweep_study, tracker, split, dataset, config,
+            str(recorded[ATTR_MODEL_NAME]), root_run_id,
+        )
+    outcome = SweepOutcome(sweep_name, root_run_id, tuple(results), champion)
+    print_report(outcome, out=out)
+    return outcome
 
 
 @contextmanager

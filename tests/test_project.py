@@ -46,11 +46,17 @@ def test_constraints_agree_with_requirements() -> None:
 
 def test_mlproject_uses_conda_yaml_and_has_both_entry_points() -> None:
     assert MLPROJECT["conda_env"] == "conda.yaml"
-    assert set(MLPROJECT["entry_points"]) == {"main", "sweep"}
+    assert set(MLPROJECT["entry_points"]) == {"main", "sweep", "champion"}
     assert MLPROJECT["entry_points"]["main"]["command"] == "python sweep.py"
 
 
 _MLPROJECT_TYPE = {int: "int", float: "float", str: "str"}
+
+
+def test_champion_entry_point_needs_a_sweep_name() -> None:
+    champion = MLPROJECT["entry_points"]["champion"]
+    assert champion["parameters"]["sweep_name"] == {"type": "str"}
+    assert champion["command"].startswith("python sweep.py --champion ")
 
 
 @pytest.mark.parametrize("name", [f for f in SweepConfig.__dataclass_fields__])

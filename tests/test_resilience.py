@@ -323,3 +323,28 @@ def test_every_family_failing_is_an_error_without_a_model(tmp_path: Path) -> Non
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     assert [r for r in runs if r.info.status == "RUNNING"] == []
     assert client.search_model_versions(f"name = '{MODEL}'") == []
+
+
+def test_champion_entry_point_after_stopping_workers_early(tmp_path: Path) -> None:
+    sweep = Sweep(tmp_path, "early", ("elastic_net", "random_forest"), n_trials=6)
+    process = sweep.start()
+    wait_until(lambda: sweep.done() >= 8, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "sweep.py"), "--champion", "--sweep_name", sweep.name,
+         "--storage", str(sweep.journal)],
+        cwd=tmp_path, env=sweep.env(), text=True, capture_output=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Champion: " in done.stdout
+    client = MlflowClient(tracking_uri=sweep.uri, registry_uri=sweep.uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    champions = [r for r in runs if r.data.tags.get("champion") == "true"]
+    assert len(champions) == 1
+    assert client.get_model_version_by_alias(MODEL, "champion").run_id == champions[0].info.run_id
+    # The stopped worker's running trial was failed and closed, not left RUNNING.
+    states = [t.state for trials in sweep.trials().values() for t in trials]
+    assert TrialState.RUNNING not in states
