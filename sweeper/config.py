@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import re
 import secrets
 import time
@@ -34,11 +35,22 @@ class SweepConfig:
     sweep_name: str = ""
     storage: str = ""
     model_name: str = ""
-    n_workers: int = 1
+    n_workers: int = 0
+    time_budget: float = 0.0
+    pruning: str = "wilcoxon"
 
     def __post_init__(self) -> None:
         _check(self.n_trials >= 1, "n_trials", "must be >= 1", self.n_trials)
-        _check(self.n_workers >= 1, "n_workers", "must be >= 1", self.n_workers)
+        _check(self.n_workers >= 0, "n_workers", "must be >= 0 (0 means one per CPU core)",
+               self.n_workers)
+        _check(
+            math.isfinite(self.time_budget) and self.time_budget >= 0.0,
+            "time_budget",
+            "must be >= 0 (0 means no budget)",
+            self.time_budget,
+        )
+        _check(self.pruning in PRUNING, "pruning", f"must be one of {', '.join(PRUNING)}",
+               self.pruning)
         _check(self.cv_folds >= 2, "cv_folds", "must be >= 2", self.cv_folds)
         _check(
             math.isfinite(self.test_size) and 0.0 < self.test_size < 1.0,
@@ -60,10 +72,18 @@ class SweepConfig:
                 f"but got {self.sweep_name!r}"
             )
 
+    @property
+    def workers(self) -> int:
+        """How many worker processes this command runs (``n_workers``, 0 = one per core)."""
+        return self.n_workers or max(1, len(os.sched_getaffinity(0)))
+
     def as_params(self) -> dict[str, str]:
         """The parameters as MLflow run params (strings)."""
         return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+
+#: ``pruning`` values: fold-wise Wilcoxon pruning, or none.
+PRUNING = ("wilcoxon", "none")
 
 # Study names are ``<sweep_name>.<family>`` and sweep names go into MLflow search filters, so
 # keep them to characters that need no quoting anywhere.
@@ -126,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep_name": "names the studies <sweep_name>.<family>; empty = a new unique name",
         "storage": "Optuna storage URL or journal file path; empty = a local journal file",
         "model_name": "registered model name; empty = derived from the data",
-        "n_workers": "worker processes on this machine (one estimator thread each)",
+        "n_workers": "worker processes on this machine, one estimator thread each (0 = one per core)",
+        "time_budget": "seconds for the whole sweep, shared across families (0 = none)",
+        "pruning": "stop hopeless trials early: 'wilcoxon' (on the CV folds) or 'none'",
     }
     for field in dataclasses.fields(SweepConfig):
         kind = type(getattr(defaults, field.name))

@@ -76,7 +76,13 @@ def worker_is_dead(worker: str | None, last_seen: float, now: float) -> bool:
     return now - last_seen > STALE_AFTER
 
 
-def claim_study(storage: BaseStorage, name: str, *, seed: int) -> tuple[optuna.Study, bool]:
+def claim_study(
+    storage: BaseStorage,
+    name: str,
+    *,
+    seed: int,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when another worker (or an earlier attempt) did.
 
     Returns ``(study, created)``; ``created`` is true for exactly one caller ever.
@@ -84,11 +90,13 @@ def claim_study(storage: BaseStorage, name: str, *, seed: int) -> tuple[optuna.S
     sampler = optuna.samplers.TPESampler(seed=seed)
     try:
         study = optuna.create_study(
-            storage=storage, study_name=name, direction="minimize", sampler=sampler
+            storage=storage, study_name=name, direction="minimize", sampler=sampler,
+            pruner=pruner,
         )
         return study, True
     except DuplicatedStudyError:
-        return optuna.load_study(storage=storage, study_name=name, sampler=sampler), False
+        study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
+        return study, False
 
 
 def wait_for_attrs(

@@ -115,6 +115,17 @@ class FamilyObjective:
         )
 
     def __call__(self, trial: optuna.Trial) -> float:
+        fold_rmse: list[float] = []
+
+        def report(index: int, rmse: float) -> None:
+            # Each fold is one step: the pruner (Wilcoxon) pairs this trial's fold RMSEs with
+            # the best trial's on the same folds and stops a trial that is reliably worse.
+            fold_rmse.append(rmse)
+            trial.report(rmse, step=index)
+            if trial.should_prune():
+                trial.set_user_attr(ATTR_FOLD_RMSE, list(fold_rmse))
+                raise optuna.TrialPruned(f"pruned after {len(fold_rmse)} folds")
+
         try:
             config = self._space.suggest(trial)
             trial.set_user_attr(ATTR_CONFIG, _jsonable(config))
@@ -123,6 +134,7 @@ class FamilyObjective:
                 self._split.X_train,
                 self._split.y_train,
                 self._split.folds,
+                on_fold=report,
             )
         except optuna.TrialPruned:
             raise

@@ -113,6 +113,7 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stdout) -> SweepOutcome:
 
     Every input is validated before the first run or trial is made.
     """
+    budget_deadline = _budget_deadline(config)
     families = resolve_families(config.families)
     for family in families:
         family.search_space()  # a bad YAML fails now, not after hours of other families
@@ -168,12 +169,15 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stdout) -> SweepOutcome:
             tracker.close_dead_worker_runs(lambda w: ledger.worker_is_dead(w, now, now))
             tracker.reopen(root_run_id)
         worker = _Worker(storage, tracker, config, split, dataset, out)
-        children = _spawn_workers(config, sweep_name, me.info.experiment_id)
+        children = _spawn_workers(config, sweep_name, me.info.experiment_id, budget_deadline)
         try:
             works = [worker.join(family, sweep_name, fingerprint) for family in families]
-            for work in works:
-                worker.work_on(work)
-            worker.drain(works)
+            if budget_deadline is not None:
+                worker.share_budget(works, budget_deadline)
+            else:
+                for work in works:
+                    worker.work_on(work)
+            worker.drain(works, budget_deadline)
             results = [worker.finish(work) for work in works]
             champion = _settle_champion(
                 results, families, storage, sweep_study, tracker, split, dataset, config,
@@ -334,6 +338,7 @@ class _Worker:
             seed=self.config.seed,
             n_trials=self.config.n_trials,
             first_params=library_defaults(family),
+            prune=self.config.pruning != "none",
             fingerprint=fingerprint,
             create_run=partial(self.tracker.create_family_run, family.name, name),
         )
@@ -398,11 +403,29 @@ class _Worker:
             work.study.tell(number, state=state)
         self.heartbeat.discard(trial_id)
 
-    def drain(self, works: Sequence[_FamilyWork]) -> None:
+    def share_budget(self, works: Sequence[_FamilyWork], deadline: float) -> None:
+        """Run trials of all families until the time budget is spent, giving each family a
+        share of this worker's time that halves with each rank it stands behind the leader
+        (by best CV RMSE so far): a family that keeps losing gets less and less of it. A
+        family without a complete trial yet stands first, so every family gets its defaults
+        trial early."""
+        spent = {work.family.name: 0.0 for work in works}
+        open_pools = list(works)
+        while open_pools and not passed(deadline):
+            ranked = sorted(open_pools, key=lambda w: (_best_value(w.study), works.index(w)))
+            work = min(
+                ranked, key=lambda w: (spent[w.family.name] * 2.0 ** ranked.index(w), ranked.index(w))
+            )
+            started = time.monotonic()
+            if not self._run_one(work):
+                open_pools.remove(work)
+            spent[work.family.name] += time.monotonic() - started
+
+    def drain(self, works: Sequence[_FamilyWork], budget_deadline: float | None) -> None:
         """Help with what is left anywhere (replacements of dead workers' trials), then wait
         until no other worker is running a trial of these families."""
         self.logger.flush()
-        deadline = deadline_after(self.config.timeout * max(1, len(works)))
+        deadline = budget_deadline or deadline_after(self.config.timeout * max(1, len(works)))
         while True:
             busy = False
             for work in works:
@@ -523,9 +546,33 @@ def _settle_champion(
     return registered_model
 
 
-def _spawn_workers(config: SweepConfig, sweep_name: str, experiment_id: str) -> list[subprocess.Popen[bytes]]:
-    """Start ``n_workers - 1`` more processes on the same sweep (one thread each)."""
-    if config.n_workers <= 1:
+def _best_value(study: optuna.Study) -> float:
+    """Best complete value so far; -inf (first in line) when the study has none yet."""
+    values = [
+        t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None
+    ]
+    return min(values) if values else float("-inf")
+
+
+#: Environment variable carrying the budget's absolute end (epoch seconds) to spawned workers,
+#: so that a worker that starts a few seconds late does not overrun the sweep's budget.
+_DEADLINE_ENV = "SWEEP_BUDGET_ENDS_AT"
+
+
+def _budget_deadline(config: SweepConfig) -> float | None:
+    """The monotonic deadline of the whole-sweep time budget, or ``None`` without one."""
+    if config.time_budget <= 0:
+        return None
+    ends_at = float(os.environ.get(_DEADLINE_ENV, time.time() + config.time_budget))
+    return time.monotonic() + (ends_at - time.time())
+
+
+def _spawn_workers(
+    config: SweepConfig, sweep_name: str, experiment_id: str, deadline: float | None
+) -> list[subprocess.Popen[bytes]]:
+    """Start ``workers - 1`` more processes on the same sweep (one thread each)."""
+    if config.workers <= 1:
         return []
     argv: list[str] = []
     for key, value in config.as_params().items():
@@ -538,13 +585,28 @@ def _spawn_workers(config: SweepConfig, sweep_name: str, experiment_id: str) -> 
     env.pop("MLFLOW_RUN_ID", None)
     env["MLFLOW_EXPERIMENT_ID"] = experiment_id
     env.pop("MLFLOW_EXPERIMENT_NAME", None)
+    if deadline is not None:
+        env[_DEADLINE_ENV] = str(time.time() + (deadline - time.monotonic()))
     script = Path(__file__).resolve().parent.parent / "sweep.py"
     return [
         subprocess.Popen(
-            [sys.executable, str(script), *argv], env=env, stdout=subprocess.DEVNULL
+            [sys.executable, str(script), *argv],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
-        for _ in range(config.n_workers - 1)
+        for _ in range(config.workers - 1)
     ]
+
+
+def _die_with_parent() -> None:
+    """In a spawned worker: get SIGTERM when the parent dies (even by SIGKILL), so killing the
+    sweep's command stops all of its workers; their trials are reaped on resume."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _stop_children(children: Sequence[subprocess.Popen[bytes]], error: BaseException) -> None:

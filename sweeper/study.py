@@ -136,6 +136,7 @@ def join_family_study(
     first_params: Mapping[str, Any],
     fingerprint: Mapping[str, Any],
     create_run: Callable[[], str],
+    prune: bool = True,
 ) -> tuple[optuna.Study, str]:
     """Create the family's study with its pool of ``n_trials`` trials and its MLflow run, or
     join the one another worker (or an earlier attempt) created. Returns ``(study, run_id)``.
@@ -143,7 +144,7 @@ def join_family_study(
     The first trial of the pool is ``first_params`` (the library defaults), so a sweep is never
     worse than the untuned model.
     """
-    study, created = ledger.claim_study(storage, name, seed=seed)
+    study, created = ledger.claim_study(storage, name, seed=seed, pruner=make_pruner(prune))
     if created:
         for key, value in fingerprint.items():
             study.set_user_attr(key, value)
@@ -156,6 +157,19 @@ def join_family_study(
         ledger.check_same(study, fingerprint)
     recorded = ledger.wait_for_attrs(study, (ATTR_RUN_ID, ATTR_POOL_READY))
     return study, str(recorded[ATTR_RUN_ID])
+
+
+#: Wilcoxon's signed-rank test on 5 paired folds reaches p = 1/8 after 3 folds that are all
+#: worse than the best trial's and 1/16 after 4: a threshold of 0.15 lets a hopeless trial stop
+#: after 3 of 5 folds (Optuna's default 0.1 would wait for 4).
+WILCOXON_P_THRESHOLD = 0.15
+
+
+def make_pruner(prune: bool) -> optuna.pruners.BasePruner:
+    """Fold-wise pruning: stop a trial whose fold RMSEs are reliably worse than the best's."""
+    if not prune:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.WilcoxonPruner(p_threshold=WILCOXON_P_THRESHOLD, n_startup_steps=3)
 
 
 def unfinished(study: optuna.Study) -> tuple[int, int]:

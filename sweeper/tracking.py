@@ -272,9 +272,14 @@ def _trial_metrics(
     for key in (attrs.ATTR_MAE, attrs.ATTR_R2, attrs.ATTR_RMSE_STD):
         if key in trial.user_attrs:
             metrics.append(Metric(key, float(trial.user_attrs[key]), timestamp, 0))
+    folds = [float(v) for v in trial.user_attrs.get(attrs.ATTR_FOLD_RMSE, [])]
     if with_folds:
-        for step, value in enumerate(trial.user_attrs.get(attrs.ATTR_FOLD_RMSE, [])):
-            metrics.append(Metric("fold_rmse", float(value), timestamp, step))
+        for step, fold in enumerate(folds):
+            metrics.append(Metric("fold_rmse", fold, timestamp, step))
+        if value is None and folds:
+            # A pruned trial: its mean over the folds it ran, named apart from `rmse` so that
+            # sorting by rmse compares complete trials only.
+            metrics.append(Metric("partial_rmse", sum(folds) / len(folds), timestamp, 0))
     return metrics
 
 

@@ -52,13 +52,16 @@ class Sweep:
         return self.tmp / "optuna.journal"
 
     def command(self, *more: str) -> list[str]:
+        # One worker unless a test asks for more: kill points and reproducibility are about
+        # one process.
+        workers = () if "--n_workers" in self.extra else ("--n_workers", "1")
         return [
             sys.executable, str(ROOT / "sweep.py"),
             "--n_trials", str(self.n_trials),
             "--families", ",".join(self.families),
             "--sweep_name", self.name,
             "--storage", str(self.journal),
-            *self.extra, *more,
+            *workers, *self.extra, *more,
         ]
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -152,6 +155,9 @@ def check_sweep(sweep: Sweep, *, workers: int | None = None) -> dict[str, int]:
             if trial.state == TrialState.COMPLETE:
                 assert run.info.status == "FINISHED"
                 assert run.data.metrics["rmse"] == pytest.approx(trial.value)
+            elif trial.state == TrialState.PRUNED:
+                assert run.info.status == "KILLED"
+                assert "partial_rmse" in run.data.metrics and "rmse" not in run.data.metrics
             else:
                 assert trial.state == TrialState.FAIL
                 assert run.info.status in ("KILLED", "FAILED")
@@ -333,6 +339,7 @@ def test_champion_entry_point_after_stopping_workers_early(tmp_path: Path) -> No
     process.wait()
     done = subprocess.run(
         [sys.executable, str(ROOT / "sweep.py"), "--champion", "--sweep_name", sweep.name,
+         "--n_workers", "1",
          "--storage", str(sweep.journal)],
         cwd=tmp_path, env=sweep.env(), text=True, capture_output=True, timeout=300,
     )
