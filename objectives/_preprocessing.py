@@ -44,6 +44,10 @@ def make_preprocessor(
         categorical_pipeline = Pipeline(
             [
                 ("impute", SimpleImputer(strategy="most_frequent")),
+                # A JSON null reaches a served model as None when its whole column is null and
+                # as NaN otherwise: both must be imputed, or None would be one-hot encoded as
+                # an unseen category. (NaN first: this one refuses NaN in its input.)
+                ("impute_none", SimpleImputer(missing_values=None, strategy="most_frequent")),
                 ("one_hot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
             ]
         )

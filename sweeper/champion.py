@@ -126,7 +126,9 @@ def refit_and_register(
     client = MlflowClient()
     # log_model writes to the active run; resume the family run for it (nested under the root
     # run the fluent stack holds), then close it again.
-    with mlflow.start_run(run_id=champion.run_id, nested=True):
+    with mlflow.start_run(run_id=champion.run_id, nested=True), warnings.catch_warnings():
+        # The input example repeats MLflow's integer-column hint (see above).
+        warnings.simplefilter("ignore", UserWarning)
         mlflow.log_metrics(test_metrics)
         info = mlflow.sklearn.log_model(
             model,

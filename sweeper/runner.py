@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -47,6 +48,7 @@ from sweeper.config import SweepConfig, derive_model_name, new_sweep_name
 from sweeper.data import Dataset, Split, load_dataset, split_dataset
 from sweeper.errors import SweepError
 from sweeper.objective import FamilyObjective, config_of
+from sweeper.preflight import check_tracking_server
 from sweeper.study import (
     ATTR_RUN_ID,
     FamilyResult,
@@ -108,11 +110,12 @@ class _FamilyWork:
     started: float
 
 
-def run_sweep(config: SweepConfig, *, out: TextIO = sys.stdout) -> SweepOutcome:
-    """Run (or resume, or join) a whole sweep.
+def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome:
+    """Run (or resume, or join) a whole sweep; report to ``out`` (default: stdout).
 
     Every input is validated before the first run or trial is made.
     """
+    out = out or sys.stdout
     budget_deadline = _budget_deadline(config)
     families = resolve_families(config.families)
     for family in families:
@@ -121,8 +124,9 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stdout) -> SweepOutcome:
     split = split_dataset(
         dataset, test_size=config.test_size, seed=config.seed, cv_folds=config.cv_folds
     )
-    storage = open_storage(config.storage)
     _prepare_tracking()
+    storage = open_storage(config.storage)
+    init_tracking_store()
     sweep_name = config.sweep_name or new_sweep_name()
     fingerprint = {
         "n_trials": config.n_trials,
@@ -168,6 +172,7 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stdout) -> SweepOutcome:
             now = time.time()
             tracker.close_dead_worker_runs(lambda w: ledger.worker_is_dead(w, now, now))
             tracker.reopen(root_run_id)
+        _print_links(tracker, out)
         worker = _Worker(storage, tracker, config, split, dataset, out)
         children = _spawn_workers(config, sweep_name, me.info.experiment_id, budget_deadline)
         try:
@@ -199,24 +204,31 @@ def run_sweep(config: SweepConfig, *, out: TextIO = sys.stdout) -> SweepOutcome:
 
 
 def _prepare_tracking() -> None:
-    """Bound MLflow's HTTP retries, fail in seconds when the tracking server is away (not after
-    MLflow's minutes of retries), and create a fresh local store safely."""
+    """Bound MLflow's HTTP retries and fail in seconds when the tracking server is away (not
+    after MLflow's minutes of retries)."""
     for key, value in _HTTP_RETRY_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    try:
-        from sweeper.preflight import check_tracking_server
-    except ImportError:  # pragma: no cover - preflight ships with the package
-        pass
-    else:
-        check_tracking_server()
-    init_tracking_store()
+    # MLflow prints "View run … at" each time a run ends on a tracking server: once per trial.
+    # The sweep prints its own link once instead (see _print_links).
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    check_tracking_server()
+
+
+def _print_links(tracker: SweepTracker, out: TextIO) -> None:
+    """Where to watch the sweep in the MLflow UI, once per sweep (tracking servers only)."""
+    uri = mlflow.get_tracking_uri().rstrip("/")
+    if uri.startswith(("http://", "https://")):
+        experiment = f"{uri}/#/experiments/{tracker.experiment_id}"
+        print(f"View sweep {tracker.sweep_name} at: {experiment}/runs/{tracker.root_run_id}\n"
+              f"View its runs at: {experiment}/runs", file=out, flush=True)
 
 
 def run_champion(
-    sweep_name: str, storage_url: str, *, data: str = "", out: TextIO = sys.stdout
+    sweep_name: str, storage_url: str, *, data: str = "", out: TextIO | None = None
 ) -> SweepOutcome:
     """Reselect and register the champion of a sweep from its storage, at any time (e.g.
     after stopping workers early). Trials of dead workers are failed and replaced first."""
+    out = out or sys.stdout
     if not sweep_name:
         raise SweepError("sweep_name: the champion entry point needs the name of a sweep")
     storage = open_storage(storage_url)
@@ -249,6 +261,7 @@ def run_champion(
         dataset, test_size=config.test_size, seed=config.seed, cv_folds=config.cv_folds
     )
     _prepare_tracking()
+    init_tracking_store()
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     families = [f for f in resolve_families("all") if study_name(sweep_name, f.name) in names]
     with mlflow.start_run() as me:
@@ -461,6 +474,11 @@ class _Worker:
         running (its replacement is enqueued), and close every run this worker opened."""
         interrupted = isinstance(error, KeyboardInterrupt)
         status = RunStatus.to_string(RunStatus.KILLED if interrupted else RunStatus.FAILED)
+        if interrupted and threading.current_thread() is threading.main_thread():
+            # Ctrl-C reaches every process of the group and the parent forwards it too: a
+            # second signal must not cut this cleanup short (it takes a few seconds).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with ledger.deferred_signals():
             try:
                 self.logger.close()

@@ -151,6 +151,7 @@ def load_search_space(
     fixed_params: dict[str, Any] = {}
     for name, value in fixed.items():
         _check_param_name(name, "fixed", where)
+        _check_not_numeric_string(value, f"fixed.{name}", where)
         fixed_params[name] = value
 
     searched: dict[str, BaseDistribution] = {}
@@ -420,24 +421,54 @@ def _number(value: Any, kind: str, key: str, where: str) -> int | float:
 
 
 def _exponent_hint(text: str, kind: str) -> str:
+    """How to write ``text`` so that PyYAML reads a number; ``""`` if it is no exponent form.
+
+    ``kind`` is ``"int"``, ``"float"``, or ``"any"`` for a fixed value, whose type the file
+    does not say: an integral value then gets both spellings.
+    """
     match = _EXPONENT_STRING.match(text.strip())
     if match is None:
         return ""
     sign, whole, fraction, exponent_sign, exponent = match.groups()
+    as_float = f"{sign}{whole}.{fraction or '0'}e{exponent_sign or '+'}{exponent}"
+    try:
+        number = Decimal(text.strip())
+    except InvalidOperation:  # pragma: no cover - the regex only matches valid numbers
+        return ""
+    integral = number == number.to_integral_value()
     if kind == "int":
-        try:
-            number = Decimal(text.strip())
-        except InvalidOperation:  # pragma: no cover - the regex only matches valid numbers
+        if not integral:
             return ""
-        if number != number.to_integral_value():
-            return ""
-        suggestion = str(int(number))
+        suggestion = f"`{int(number)}`"
+    elif kind == "any" and integral:
+        suggestion = f"`{as_float}`, or `{int(number)}` for an integer"
     else:
-        suggestion = f"{sign}{whole}.{fraction or '0'}e{exponent_sign or '+'}{exponent}"
+        suggestion = f"`{as_float}`"
     return (
         f" (PyYAML reads `{text}` as a string: a YAML 1.1 float needs a dot and a signed "
-        f"exponent; write `{suggestion}`)"
+        f"exponent; write {suggestion})"
     )
+
+
+def _check_not_numeric_string(value: Any, key: str, where: str) -> None:
+    """Fail for a string that reads as a number, such as ``1e-3`` (a string to PyYAML).
+
+    Fixed values (and categorical choices) reach the estimator as written, so such a string
+    would be passed on as ``'1e-3'`` and fail, or worse be accepted, at fit time in every trial.
+    """
+    if not isinstance(value, str):
+        return
+    try:
+        number = float(value)
+    except ValueError:
+        return
+    hint = _exponent_hint(value, "any")
+    if not hint and not math.isfinite(number):
+        spelled = ".nan" if math.isnan(number) else ("-.inf" if number < 0 else ".inf")
+        hint = f" (PyYAML reads `{value}` as a string: YAML 1.1 spells it `{spelled}`)"
+    if not hint:
+        hint = " (write the number without quotes)"
+    _fail(where, key, f"must be a number, but got {_describe(value)}{hint}")
 
 
 def _on_grid(low: int | float, high: int | float, step: int | float) -> bool:
@@ -455,6 +486,7 @@ def _parse_categorical(spec: Mapping[str, Any], key: str, where: str) -> BaseDis
     if not isinstance(choices, list) or not choices:
         _fail(where, f"{key}.choices", f"must be a non-empty list, but got {_describe(choices)}")
     for index, choice in enumerate(choices):
+        _check_not_numeric_string(choice, f"{key}.choices[{index}]", where)
         if choice is not None and not isinstance(choice, (bool, int, float, str)):
             # Optuna only warns, but other types do not survive its storages or MLflow params.
             _fail(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,10 +52,15 @@ def open_storage(url: str) -> BaseStorage:
     except Exception as error:  # noqa: BLE001 - every way of failing is the same user problem
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise SweepError(
-            f"storage: cannot open {target!r} ({type(error).__name__}: {reason}); give an "
+            f"storage: cannot open {redact(target)!r} ({type(error).__name__}: {reason}); give an "
             "Optuna storage URL such as postgresql+psycopg://user:pass@host/db, or a journal "
             "file path"
         ) from None
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password, fit for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 def _connect_args(url: str) -> dict[str, Any]:
@@ -169,7 +176,12 @@ def make_pruner(prune: bool) -> optuna.pruners.BasePruner:
     """Fold-wise pruning: stop a trial whose fold RMSEs are reliably worse than the best's."""
     if not prune:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.WilcoxonPruner(p_threshold=WILCOXON_P_THRESHOLD, n_startup_steps=3)
+    with warnings.catch_warnings():
+        # Experimental in Optuna 5, and exactly what fold-wise pruning needs.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.pruners.WilcoxonPruner(
+            p_threshold=WILCOXON_P_THRESHOLD, n_startup_steps=3
+        )
 
 
 def unfinished(study: optuna.Study) -> tuple[int, int]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,3 +63,53 @@ def tracking_uri(tmp_path: Path) -> Iterator[str]:
     finally:
         mlflow.set_tracking_uri(previous)
         mlflow.set_registry_uri(previous)
+
+
+@contextlib.contextmanager
+def serve_model(
+    model_uri: str, tracking_uri: str, log_path: Path, *, timeout: float = 180.0
+) -> Iterator[str]:
+    """Run the real `mlflow models serve` for ``model_uri``; yield its base URL once /ping is 200.
+
+    The server runs in its own process group, stopped (SIGTERM, then SIGKILL) as a whole on
+    exit, so the uvicorn process it starts cannot outlive the test. Its output goes to
+    ``log_path``, which is quoted when it does not come up within ``timeout`` seconds.
+    """
+    import requests
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+             "-p", str(port), "--host", "127.0.0.1", "--env-manager", "local"],
+            env=subprocess_env(MLFLOW_TRACKING_URI=tracking_uri),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mlflow models serve did not come up:\n{log_path.read_text()}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            _stop_group(server)
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

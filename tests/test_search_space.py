@@ -338,6 +338,50 @@ ERROR_CASES = [
         "write `1000`)",
         id="int-exponent-string",
     ),
+    # --- fixed values and choices that PyYAML read as strings but are meant as numbers ---
+    pytest.param(
+        "fixed:\n  tol: 1e-3\nsearched:\n  a: {type: int, low: 1, high: 2}\n",
+        {},
+        "fixed.tol: must be a number, but got the string '1e-3' (PyYAML reads `1e-3` as a "
+        "string: a YAML 1.1 float needs a dot and a signed exponent; write `1.0e-3`)",
+        id="fixed-exponent-string",
+    ),
+    pytest.param(
+        "fixed:\n  max_iter: 1e3\nsearched:\n  a: {type: int, low: 1, high: 2}\n",
+        {},
+        "fixed.max_iter: must be a number, but got the string '1e3' (PyYAML reads `1e3` as a "
+        "string: a YAML 1.1 float needs a dot and a signed exponent; write `1.0e+3`, or `1000` "
+        "for an integer)",
+        id="fixed-integral-exponent-string",
+    ),
+    pytest.param(
+        "fixed:\n  missing: nan\nsearched:\n  a: {type: int, low: 1, high: 2}\n",
+        {},
+        "fixed.missing: must be a number, but got the string 'nan' (PyYAML reads `nan` as a "
+        "string: YAML 1.1 spells it `.nan`)",
+        id="fixed-nan-string",
+    ),
+    pytest.param(
+        "fixed:\n  cap: -inf\nsearched:\n  a: {type: int, low: 1, high: 2}\n",
+        {},
+        "fixed.cap: must be a number, but got the string '-inf' (PyYAML reads `-inf` as a "
+        "string: YAML 1.1 spells it `-.inf`)",
+        id="fixed-minus-inf-string",
+    ),
+    pytest.param(
+        "fixed:\n  tol: '0.5'\nsearched:\n  a: {type: int, low: 1, high: 2}\n",
+        {},
+        "fixed.tol: must be a number, but got the string '0.5' (write the number without "
+        "quotes)",
+        id="fixed-quoted-number",
+    ),
+    pytest.param(
+        "searched:\n  a: {type: categorical, choices: [1.0e-2, 1e-3]}\n",
+        {},
+        "searched.a.choices[1]: must be a number, but got the string '1e-3' (PyYAML reads "
+        "`1e-3` as a string: a YAML 1.1 float needs a dot and a signed exponent; write `1.0e-3`)",
+        id="choice-exponent-string",
+    ),
     pytest.param(
         "searched:\n  a: {type: float, low: '0.5', high: 1.0}\n",
         {},
