@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import requests
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from conftest import ROOT, free_port, subprocess_env
+from conftest import ROOT, serve_model, subprocess_env
 
 pytestmark = pytest.mark.e2e
 
@@ -195,37 +194,8 @@ def test_logged_model_has_signature_example_requirements_and_skops(sweep: SweepR
 
 @pytest.fixture(scope="module")
 def served(sweep: SweepRun) -> Iterator[str]:
-    port = free_port()
-    log = open(sweep.tmp / "serve.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m",
-         f"models:/{MODEL_NAME}@champion", "-p", str(port), "--host", "127.0.0.1",
-         "--env-manager", "local"],
-        env=subprocess_env(MLFLOW_TRACKING_URI=sweep.uri),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow models serve did not come up:\n"
-                            f"{(sweep.tmp / 'serve.log').read_text()}")
-            time.sleep(0.5)
+    with serve_model(f"models:/{MODEL_NAME}@champion", sweep.uri, sweep.tmp / "serve.log") as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
 
 
 def test_served_champion_answers_the_readme_curl(sweep: SweepRun, served: str) -> None:
