@@ -38,6 +38,7 @@ class SweepConfig:
     n_workers: int = 0
     time_budget: float = 0.0
     pruning: str = "wilcoxon"
+    verbose: int = 1
 
     def __post_init__(self) -> None:
         _check(self.n_trials >= 1, "n_trials", "must be >= 1", self.n_trials)
@@ -49,6 +50,7 @@ class SweepConfig:
             "must be >= 0 (0 means no budget)",
             self.time_budget,
         )
+        _check(self.verbose in (0, 1, 2), "verbose", "must be 0 (quiet), 1 or 2", self.verbose)
         _check(self.pruning in PRUNING, "pruning", f"must be one of {', '.join(PRUNING)}",
                self.pruning)
         _check(self.cv_folds >= 2, "cv_folds", "must be >= 2", self.cv_folds)
@@ -149,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "n_workers": "worker processes on this machine, one estimator thread each (0 = one per core)",
         "time_budget": "seconds for the whole sweep, shared across families (0 = none)",
         "pruning": "stop hopeless trials early: 'wilcoxon' (on the CV folds) or 'none'",
+        "verbose": "0 = results only, 1 = progress per family, 2 = also one line per trial",
     }
     for field in dataclasses.fields(SweepConfig):
         kind = type(getattr(defaults, field.name))

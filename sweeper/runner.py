@@ -15,8 +15,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -35,7 +37,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from objectives import Family, resolve_families
-from sweeper import ledger
+from sweeper import ledger, report
 from sweeper.champion import (
     CHAMPION_ALIAS,
     ChampionModel,
@@ -49,10 +51,12 @@ from sweeper.data import Dataset, Split, load_dataset, split_dataset
 from sweeper.errors import SweepError
 from sweeper.objective import FamilyObjective, config_of
 from sweeper.preflight import check_tracking_server
+from sweeper.progress import FamilyProgress, format_duration
 from sweeper.study import (
     ATTR_RUN_ID,
     FamilyResult,
     deadline_after,
+    is_done,
     join_family_study,
     open_storage,
     passed,
@@ -108,6 +112,7 @@ class _FamilyWork:
     run_id: str
     objective: FamilyObjective
     started: float
+    progress: FamilyProgress
 
 
 def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome:
@@ -276,7 +281,7 @@ def run_champion(
             study = optuna.load_study(storage=storage, study_name=study_name(sweep_name, family.name))
             run_id = str(study.user_attrs[ATTR_RUN_ID])
             ledger.reap_dead(storage, study, partial(tracker.log_killed, run_id, family.name))
-            result = summarize(study, family.name, run_id, 0.0)
+            result = summarize(study, family.name, run_id)
             if not unfinished(study)[1]:
                 tracker.finish_family(run_id, result.best, counts=result.counts,
                                       error=result.first_error)
@@ -363,7 +368,13 @@ class _Worker:
             categorical=self.dataset.categorical_columns,
             seed=self.config.seed,
         )
-        work = _FamilyWork(family, study, run_id, objective, time.monotonic())
+        progress = FamilyProgress(
+            family.name,
+            self.config.n_trials,
+            quiet=self.config.verbose == 0,
+            initial=_done_count(study),
+        )
+        work = _FamilyWork(family, study, run_id, objective, time.monotonic(), progress)
         self.joined.append(work)
         return work
 
@@ -415,6 +426,16 @@ class _Worker:
         else:
             work.study.tell(number, state=state)
         self.heartbeat.discard(trial_id)
+        best = _best_value(work.study)
+        work.progress.update(
+            self.storage.get_trial(trial_id),
+            done=_done_count(work.study),
+            best=None if best == float("-inf") else best,
+        )
+        if self.config.verbose >= 2:
+            shown = "pruned" if state == TrialState.PRUNED else (
+                "failed" if value is None else f"rmse {value:,.1f}")
+            print(f"  {work.family.name}-{number:03d}: {shown}", file=self.out, flush=True)
 
     def share_budget(self, works: Sequence[_FamilyWork], deadline: float) -> None:
         """Run trials of all families until the time budget is spent, giving each family a
@@ -456,17 +477,12 @@ class _Worker:
 
     def finish(self, work: _FamilyWork) -> FamilyResult:
         """Summarize a family and write its best trial onto its run (idempotent)."""
-        result = summarize(
-            work.study, work.family.name, work.run_id, time.monotonic() - work.started
-        )
+        result = summarize(work.study, work.family.name, work.run_id)
         self.tracker.finish_family(
             work.run_id, result.best, counts=result.counts, error=result.first_error
         )
         self.joined.remove(work)
-        best = "failed" if result.rmse is None else f"best CV rmse {result.rmse:,.1f}"
-        print(f"  {work.family.name:<24} {result.n_complete} complete, {result.n_pruned} pruned, "
-              f"{result.n_failed} failed; {best} ({result.seconds:.1f} s)", file=self.out,
-              flush=True)
+        work.progress.close()
         return result
 
     def abort(self, error: BaseException, reopened_root: str | None) -> None:
@@ -507,6 +523,8 @@ class _Worker:
     def close(self) -> None:
         self.logger.close()
         self.heartbeat.stop()
+        for work in self.joined:
+            work.progress.close()
 
 
 def _settle_champion(
@@ -558,10 +576,65 @@ def _settle_champion(
         model_name=model_name,
         root_run_id=root_run_id,
     )
+    _log_reports(results, storage, tracker, champion, model, split, registered_model, config)
     sweep_study.set_user_attr(
         ATTR_CHAMPION, {"key": key, **dataclasses.asdict(registered_model)}
     )
     return registered_model
+
+
+def _log_reports(
+    results: Sequence[FamilyResult],
+    storage: BaseStorage,
+    tracker: SweepTracker,
+    champion: FamilyResult,
+    model: Any,
+    split: Split,
+    registered: ChampionModel,
+    config: SweepConfig,
+) -> None:
+    """Plots on each family run; leaderboard and champion report on the root run.
+
+    Made once per champion, by the worker that registers it.
+    """
+    with tempfile.TemporaryDirectory(prefix="sweep-report-") as tmp:
+        champion_plots: list[Path] = []
+        for result in results:
+            plots_dir = Path(tmp) / "plots" / result.family
+            study = optuna.load_study(storage=storage, study_name=result.study_name)
+            plots = report.family_plots(study, plots_dir)
+            if plots:
+                tracker.client.log_artifacts(result.run_id, str(plots_dir), "plots")
+            if result.family == champion.family:
+                champion_plots = plots
+        frame = report.leaderboard_frame(results, champion.family, registered.test_rmse)
+        report_dir = Path(tmp) / "report"
+        report_dir.mkdir()
+        frame.to_csv(report_dir / "leaderboard.csv", index=False)
+        (report_dir / "leaderboard.md").write_text(report.leaderboard_markdown(frame) + "\n")
+        report.champion_report(
+            model,
+            split.X_test,
+            split.y_test,
+            family=champion.family,
+            config=config_of(champion.best),  # type: ignore[arg-type]
+            cv_rmse=float(champion.rmse),  # type: ignore[arg-type]
+            test_metrics={
+                "test_rmse": registered.test_rmse,
+                "test_mae": registered.test_mae,
+                "test_r2": registered.test_r2,
+            },
+            leaderboard=frame,
+            out_dir=report_dir,
+            seed=config.seed,
+            extra_plots=champion_plots,
+            title=f"Sweep {tracker.sweep_name}: champion {champion.family}",
+        )
+        tracker.client.log_artifacts(tracker.root_run_id, str(report_dir), "report")
+
+
+def _done_count(study: optuna.Study) -> int:
+    return sum(is_done(t) for t in study.get_trials(deepcopy=False))
 
 
 def _best_value(study: optuna.Study) -> float:
@@ -598,6 +671,8 @@ def _spawn_workers(
             value = sweep_name
         elif key == "n_workers":
             value = "1"
+        elif key == "verbose":
+            value = "0"  # one progress display per command: the parent's
         argv += [f"--{key}", value]
     env = dict(os.environ)
     env.pop("MLFLOW_RUN_ID", None)
@@ -667,12 +742,14 @@ def _log_root(
         if dataset.source.startswith(("http://", "https://"))
         else LocalArtifactDatasetSource(dataset.source)
     )
-    mlflow.log_input(
-        mlflow.data.from_pandas(
+    with warnings.catch_warnings():
+        # MLflow's hint that integer columns cannot hold missing values: the served model's
+        # schema keeps them integers on purpose (README, "What the served model accepts").
+        warnings.simplefilter("ignore", UserWarning)
+        frame = mlflow.data.from_pandas(
             dataset.frame, source=source, targets=dataset.target, name=dataset.name
-        ),
-        context="training",
-    )
+        )
+    mlflow.log_input(frame, context="training")
 
 
 def serve_command(model_name: str) -> str:
@@ -690,16 +767,23 @@ def print_report(outcome: SweepOutcome, *, out: TextIO) -> None:
     champion = outcome.champion
     rows = sorted(outcome.results, key=lambda r: (r.rmse is None, r.rmse or 0.0, r.family))
     print(f"\nLeaderboard of sweep {outcome.sweep_name} (CV rmse, lower is better)", file=out)
-    print(f"  {'family':<24} {'best CV rmse':>12} {'trials':>7} {'test rmse':>10}", file=out)
+    print(f"  {'family':<24} {'complete':>8} {'pruned':>6} {'failed':>6} "
+          f"{'best CV rmse':>20} {'time':>10} {'test rmse':>10}", file=out)
     for r in rows:
-        cv = "failed" if r.rmse is None else f"{r.rmse:,.1f}"
+        if r.best is None:
+            cv = "failed"
+        else:
+            std = r.best.user_attrs.get("rmse_std")
+            cv = f"{r.rmse:,.1f}" + (f" ± {std:,.1f}" if std is not None else "")
         test = f"{champion.test_rmse:,.1f}" if r.family == champion.family else ""
         mark = " <- champion" if r.family == champion.family else ""
-        trials = r.n_complete + r.n_pruned + r.n_failed
-        print(f"  {r.family:<24} {cv:>12} {trials:>7} {test:>10}{mark}", file=out)
+        print(f"  {r.family:<24} {r.n_complete:>8} {r.n_pruned:>6} {r.n_failed:>6} "
+              f"{cv:>20} {format_duration(r.seconds):>10} {test:>10}{mark}", file=out)
     print(f"\nChampion: {champion.family} (run {champion.run_id}); test rmse "
           f"{champion.test_rmse:,.1f}, mae {champion.test_mae:,.1f}, r2 {champion.test_r2:.4f}",
           file=out)
     print(f"Registered: {champion.model_name} version {champion.version} "
           f"(alias @{CHAMPION_ALIAS})", file=out)
+    print(f"Report: the root run's artifacts, report/report.html (run {outcome.root_run_id})",
+          file=out)
     print(f"Serve it:\n  {serve_command(champion.model_name)}", file=out)

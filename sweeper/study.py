@@ -86,7 +86,8 @@ def is_done(trial: FrozenTrial) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class FamilyResult:
-    """What one family's study found."""
+    """What one family's study found; ``seconds`` is the time its trials took, all workers
+    together."""
 
     family: str
     run_id: str
@@ -114,9 +115,14 @@ class FamilyResult:
         }
 
 
-def summarize(study: optuna.Study, family: str, run_id: str, seconds: float) -> FamilyResult:
-    """Count a study's trials by state and find its best complete trial."""
+def summarize(study: optuna.Study, family: str, run_id: str) -> FamilyResult:
+    """Count a study's trials by state, add up their time, and find the best complete one."""
     trials = study.get_trials(deepcopy=False)
+    seconds = sum(
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in trials
+        if t.datetime_start is not None and t.datetime_complete is not None
+    )
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     failed = [t for t in trials if t.state == TrialState.FAIL and is_done(t)]
     best = min(complete, key=lambda t: (t.value, t.number)) if complete else None

@@ -103,12 +103,15 @@ class SweepTracker:
                 RunTag(TAG_WORKER, worker),
             ],
         )
+        # Named after the sweep, so the UI shows what `mlflow run` named at random.
+        self.client.update_run(self.root_run_id, name=self.sweep_name)
 
     def mark_worker(self, run_id: str, worker: str) -> None:
         """Nest a joining worker's own run (e.g. the one a second `mlflow run` made) under the
         sweep's root, so that the sweep stays one tree."""
         tags = self._child_tags(self.root_run_id, ROLE_WORKER, **{TAG_WORKER: worker})
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.update_run(run_id, name=f"worker {worker}")
 
     def close_dead_worker_runs(self, is_dead: Callable[[str], bool]) -> int:
         """Close as KILLED the root/worker runs left RUNNING by processes that died."""

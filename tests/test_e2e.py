@@ -213,3 +213,32 @@ def test_served_champion_answers_the_readme_curl(sweep: SweepRun, served: str) -
     assert prediction == pytest.approx(float(expected[0]), rel=1e-9)
     # A smoker in their twenties is charged well above the dataset's minimum.
     assert 1000 < prediction < 70000
+
+
+def test_progress_is_plain_lines_in_a_log(sweep: SweepRun) -> None:
+    # `mlflow run` piped to a file: one plain line per few trials, no control characters.
+    for family in FAMILIES:
+        assert f"{family}: {N_TRIALS}/{N_TRIALS} trials, best rmse " in sweep.stderr
+    assert "\r" not in sweep.stderr and "\x1b[" not in sweep.stderr
+
+
+def test_family_runs_have_plots_and_root_has_the_report(sweep: SweepRun) -> None:
+    import matplotlib.image
+
+    for family in sweep.role("family"):
+        names = {a.path for a in sweep.client.list_artifacts(family.info.run_id, "plots")}
+        assert "plots/optimization_history.png" in names, (family.info.run_name, names)
+        local = sweep.client.download_artifacts(
+            family.info.run_id, "plots/optimization_history.png", str(sweep.tmp)
+        )
+        assert matplotlib.image.imread(local).shape[0] > 100
+    (root,) = sweep.role("sweep")
+    report_dir = Path(sweep.client.download_artifacts(root.info.run_id, "report", str(sweep.tmp)))
+    leaderboard = pd.read_csv(report_dir / "leaderboard.csv")
+    assert sorted(leaderboard["family"]) == sorted(FAMILIES)
+    assert leaderboard["champion"].sum() == 1
+    assert "| family |" in (report_dir / "leaderboard.md").read_text()
+    html = (report_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3
+    for png in ("predicted_vs_actual.png", "residuals.png", "permutation_importance.png"):
+        assert (report_dir / png).exists()

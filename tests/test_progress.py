@@ -1,0 +1,156 @@
+"""FamilyProgress: plain lines off a terminal (exact text, cadence), a live bar on one, quiet."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweeper.progress import FamilyProgress, format_duration
+
+CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # anything but "\n"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _trial(number: int, state: TrialState = TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
+    if state == TrialState.COMPLETE:
+        return optuna.trial.create_trial(value=float(number))
+    return optuna.trial.create_trial(state=state)
+
+
+def _run(progress: FamilyProgress, clock: FakeClock, bests: list[float | None],
+         *, step: float = 1.5, start: int = 0) -> None:
+    for offset, best in enumerate(bests):
+        clock.now += step
+        progress.update(_trial(start + offset), done=start + offset + 1, best=best)
+
+
+def test_plain_lines_every_n_trials_and_at_the_last_one() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    bests = [9000.0, 8000.0, 8000.0, 7500.25, 7000.0, 7000.0, 6000.0, 6000.0, 6000.0, 5000.0,
+             5000.0, 4512.34]
+    with FamilyProgress("xgboost", 12, out=out, interactive=False, every=5, clock=clock) as p:
+        _run(p, clock, bests)
+    assert out.getvalue().splitlines() == [
+        "xgboost: 5/12 trials, best rmse 7,000.0, 7.5 s elapsed, eta 10.5 s",
+        "xgboost: 10/12 trials, best rmse 5,000.0, 15.0 s elapsed, eta 3.0 s",
+        "xgboost: 12/12 trials, best rmse 4,512.3, 18.0 s elapsed",
+    ]
+    assert not CONTROL.search(out.getvalue())
+
+
+def test_last_line_is_written_once_even_when_it_is_a_multiple_of_every() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    with FamilyProgress("elastic_net", 4, out=out, interactive=False, every=2, clock=clock) as p:
+        _run(p, clock, [None, 10.0, 9.0, 8.0], step=2.0)
+    assert out.getvalue().splitlines() == [
+        "elastic_net: 2/4 trials, best rmse 10.0, 4.0 s elapsed, eta 4.0 s",
+        "elastic_net: 4/4 trials, best rmse 8.0, 8.0 s elapsed",
+    ]
+
+
+def test_no_best_yet_and_failed_trials_are_said() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    with FamilyProgress("svr", 2, out=out, interactive=False, every=1, clock=clock) as p:
+        clock.now += 1.0
+        p.update(_trial(0, TrialState.FAIL), done=1, best=None)
+        clock.now += 1.0
+        p.update(_trial(1), done=2, best=1234.5)
+    assert out.getvalue().splitlines() == [
+        "svr: 1/2 trials, best rmse -, 1 failed, 1.0 s elapsed, eta 1.0 s",
+        "svr: 2/2 trials, best rmse 1,234.5, 1 failed, 2.0 s elapsed",
+    ]
+
+
+def test_parallel_workers_skipping_a_multiple_still_get_a_line() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    with FamilyProgress("rf", 20, out=out, interactive=False, every=5, clock=clock) as p:
+        for done in (2, 4, 6, 7, 11):  # other workers' trials make `done` jump over 5 and 10
+            clock.now += 1.0
+            p.update(_trial(done), done=done, best=1.0)
+    lines = out.getvalue().splitlines()
+    assert [line.split(" trials")[0] for line in lines] == ["rf: 6/20", "rf: 11/20"]
+
+
+def test_a_resumed_study_estimates_from_this_run_only() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    with FamilyProgress("rf", 10, out=out, interactive=False, every=5, initial=4,
+                        clock=clock) as p:
+        _run(p, clock, [3.0], step=2.0, start=4)  # done=5 after one trial of this run
+    assert out.getvalue().splitlines() == [
+        "rf: 5/10 trials, best rmse 3.0, 2.0 s elapsed, eta 10.0 s"
+    ]
+
+
+def test_close_writes_the_state_a_timeout_stopped_at() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    with FamilyProgress("rf", 50, out=out, interactive=False, every=5, clock=clock) as p:
+        _run(p, clock, [4.0] * 7, step=1.0)
+    assert out.getvalue().splitlines() == [
+        "rf: 5/50 trials, best rmse 4.0, 5.0 s elapsed, eta 45.0 s",
+        "rf: 7/50 trials, best rmse 4.0, 7.0 s elapsed, eta 43.0 s",
+    ]
+
+
+def test_nothing_is_written_before_the_first_trial() -> None:
+    out = io.StringIO()
+    FamilyProgress("rf", 5, out=out, interactive=False).close()
+    assert out.getvalue() == ""
+
+
+def test_quiet_writes_nothing_in_either_mode() -> None:
+    for interactive in (False, True):
+        out, clock = io.StringIO(), FakeClock()
+        with FamilyProgress("rf", 3, out=out, interactive=interactive, quiet=True,
+                            every=1, clock=clock) as p:
+            _run(p, clock, [3.0, 2.0, 1.0])
+        assert out.getvalue() == ""
+
+
+def test_default_mode_follows_isatty() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert FamilyProgress("rf", 3, out=io.StringIO()).interactive is False
+    progress = FamilyProgress("rf", 3, out=Tty())
+    try:
+        assert progress.interactive is True
+    finally:
+        progress.close()
+
+
+def test_interactive_bar_shows_count_and_best() -> None:
+    out = io.StringIO()
+    with FamilyProgress("xgboost", 3, out=out, interactive=True) as p:
+        for number, best in enumerate([5000.0, 4600.0, 4512.34]):
+            p.update(_trial(number), done=number + 1, best=best)
+    text = out.getvalue()
+    final = text.split("\r")[-1]
+    assert "xgboost" in final and "3/3" in final and "best rmse 4,512.3" in final
+
+
+def test_update_after_close_raises() -> None:
+    progress = FamilyProgress("rf", 3, out=io.StringIO(), interactive=False)
+    progress.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        progress.update(_trial(0), done=1, best=1.0)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.04, "0.0 s"), (12.345, "12.3 s"), (59.9, "59.9 s"), (65, "1 min 05 s"),
+     (3725, "1 h 02 min")],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text

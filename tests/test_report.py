@@ -1,0 +1,264 @@
+"""Report artifacts from real (tiny) studies: family plots, leaderboard, champion report."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import logging
+import re
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from objectives import FAMILIES
+from sweeper import report
+from sweeper.data import Split, load_dataset, split_dataset
+from sweeper.objective import ATTR_ERROR, FamilyObjective, config_of, regression_scores
+from sweeper.study import FamilyResult, summarize
+
+FAMILY_NAMES = ("elastic_net", "xgboost")
+PLOTS = ("optimization_history.png", "param_importances.png", "parallel_coordinate.png")
+CHAMPION_PNGS = ("predicted_vs_actual.png", "residuals.png", "permutation_importance.png")
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclasses.dataclass
+class Sweep:
+    split: Split
+    studies: dict[str, optuna.Study]
+    objectives: dict[str, FamilyObjective]
+    results: list[FamilyResult]
+
+
+@pytest.fixture(scope="module")
+def sweep(insurance_csv: Path) -> Sweep:
+    dataset = load_dataset(str(insurance_csv), "charges")
+    # 300 rows and 3 folds keep every trial well under a second.
+    small = dataclasses.replace(dataset, frame=dataset.frame.sample(300, random_state=0))
+    split = split_dataset(small, test_size=0.2, seed=0, cv_folds=3)
+    studies, objectives, results = {}, {}, []
+    for name in FAMILY_NAMES:
+        objective = FamilyObjective(
+            FAMILIES[name], split, numeric=small.numeric_columns,
+            categorical=small.categorical_columns, seed=0,
+        )
+        study = optuna.create_study(
+            study_name=f"test.{name}", sampler=optuna.samplers.TPESampler(seed=0)
+        )
+        study.optimize(objective, n_trials=4)
+        studies[name], objectives[name] = study, objective
+        results.append(summarize(study, name, run_id=f"run-{name}"))
+    # A family whose every trial failed: no best, sorted last.
+    broken = optuna.create_study(study_name="test.broken")
+    for _ in range(2):
+        broken.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL, user_attrs={ATTR_ERROR: "ValueError: boom"}))
+    results.append(summarize(broken, "broken", run_id="run-broken"))
+    return Sweep(split, studies, objectives, results)
+
+
+@pytest.fixture(scope="module")
+def champion_dir(sweep: Sweep, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    best = min((r for r in sweep.results if r.best is not None), key=lambda r: r.rmse)
+    model = sweep.objectives[best.family].build(config_of(best.best))
+    model.fit(sweep.split.X_train, sweep.split.y_train)
+    rmse, mae, r2 = regression_scores(sweep.split.y_test, model.predict(sweep.split.X_test))
+    out = tmp_path_factory.mktemp("champion")
+    plots = report.family_plots(sweep.studies[best.family], out / "family")
+    leaderboard = report.leaderboard_frame(sweep.results, best.family, rmse)
+    path = report.champion_report(
+        model, sweep.split.X_test, sweep.split.y_test,
+        family=best.family, config=config_of(best.best), cv_rmse=best.rmse,
+        test_metrics={"test_rmse": rmse, "test_mae": mae, "test_r2": r2},
+        leaderboard=leaderboard, out_dir=out / "report", seed=0, extra_plots=plots,
+    )
+    assert path == out / "report" / "report.html"
+    return out / "report"
+
+
+def _assert_png(path: Path) -> None:
+    assert path.is_file(), path
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100, path
+    assert np.ptp(image) > 0, f"{path} is blank"
+
+
+# --- family plots ---------------------------------------------------------------------------
+
+
+def test_family_plots_writes_three_decodable_pngs(champion_dir: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    family_dir = champion_dir.parent / "family"  # the champion family's, drawn by the fixture
+    assert sorted(p.name for p in family_dir.iterdir()) == sorted(PLOTS)
+    for name in PLOTS:
+        _assert_png(family_dir / name)
+    assert plt.get_fignums() == []  # every figure closed
+
+
+def _study_with(values: list[float | None], params: bool = True) -> optuna.Study:
+    study = optuna.create_study()
+    for number, value in enumerate(values):
+        distributions = {"alpha": optuna.distributions.FloatDistribution(0.0, 1.0)}
+        if value is None:
+            study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+            continue
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=value,
+                params={"alpha": 0.1 * (number + 1)} if params else {},
+                distributions=distributions if params else {},
+            )
+        )
+    return study
+
+
+def test_family_plots_leave_the_callers_matplotlib_state_alone(tmp_path: Path) -> None:
+    import matplotlib
+
+    before = dict(matplotlib.rcParams)
+    report.family_plots(_study_with([3.0, 2.0, 1.0]), tmp_path)
+    # Optuna's plots switch the global style to ggplot; family_plots must undo that.
+    assert dict(matplotlib.rcParams) == before
+
+
+def test_one_complete_trial_skips_param_importances(tmp_path: Path) -> None:
+    written = report.family_plots(_study_with([None, 5.0, None]), tmp_path)
+    assert [p.name for p in written] == ["optimization_history.png", "parallel_coordinate.png"]
+    assert not (tmp_path / "param_importances.png").exists()
+    for path in written:
+        _assert_png(path)
+
+
+def test_a_param_without_variation_skips_param_importances(tmp_path: Path) -> None:
+    study = optuna.create_study()
+    distributions = {"alpha": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    for value in (3.0, 2.0):
+        study.add_trial(optuna.trial.create_trial(
+            value=value, params={"alpha": 0.5}, distributions=distributions))
+    names = [p.name for p in report.family_plots(study, tmp_path)]
+    assert "param_importances.png" not in names and "optimization_history.png" in names
+
+
+def test_nothing_searched_draws_only_the_history(tmp_path: Path) -> None:
+    written = report.family_plots(_study_with([3.0, 2.0], params=False), tmp_path)
+    assert [p.name for p in written] == ["optimization_history.png"]
+
+
+def test_no_complete_trial_draws_nothing(tmp_path: Path) -> None:
+    assert report.family_plots(_study_with([None, None]), tmp_path) == []
+
+
+def test_a_plot_that_fails_is_skipped_and_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from optuna.visualization import matplotlib as optuna_mpl
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no ink")
+
+    monkeypatch.setattr(optuna_mpl, "plot_parallel_coordinate", broken)
+    with caplog.at_level(logging.WARNING, logger="sweeper.report"):
+        written = report.family_plots(_study_with([3.0, 2.0, 1.0]), tmp_path)
+    assert [p.name for p in written] == ["optimization_history.png", "param_importances.png"]
+    assert not (tmp_path / "parallel_coordinate.png").exists()
+    assert "parallel_coordinate.png" in caplog.text and "no ink" in caplog.text
+
+
+# --- leaderboard ----------------------------------------------------------------------------
+
+
+def test_leaderboard_frame_sorts_by_cv_rmse_with_failed_last(sweep: Sweep) -> None:
+    frame = report.leaderboard_frame(sweep.results, "xgboost", 4321.0)
+    assert list(frame.columns) == list(report.LEADERBOARD_COLUMNS)
+    assert len(frame) == len(sweep.results)
+    assert frame["family"].iloc[-1] == "broken"
+    ranked = frame["best_cv_rmse"].iloc[:-1].tolist()
+    assert ranked == sorted(ranked)
+    for result in sweep.results:
+        row = frame.set_index("family").loc[result.family]
+        assert row["complete"] == result.n_complete and row["failed"] == result.n_failed
+        if result.best is None:
+            assert np.isnan(row["best_cv_rmse"]) and np.isnan(row["cv_rmse_std"])
+        else:
+            assert row["best_cv_rmse"] == pytest.approx(result.rmse)
+            assert row["cv_rmse_std"] == pytest.approx(result.best.user_attrs["rmse_std"])
+    assert frame["champion"].tolist().count(True) == 1
+    champion = frame[frame["champion"]].iloc[0]
+    assert champion["family"] == "xgboost" and champion["test_rmse"] == 4321.0
+    assert frame.loc[~frame["champion"], "test_rmse"].isna().all()
+
+
+def test_leaderboard_markdown_is_a_github_table() -> None:
+    frame = pd.DataFrame(
+        {
+            "family": ["xgboost", "a|b"],
+            "complete": [3, 0],
+            "best_cv_rmse": [4512.345, float("nan")],
+            "champion": [True, False],
+        }
+    )
+    assert report.leaderboard_markdown(frame) == (
+        "| family | complete | best_cv_rmse | champion |\n"
+        "| :--- | ---: | ---: | :--- |\n"
+        "| xgboost | 3 | 4,512.3 | yes |\n"
+        "| a\\|b | 0 |  |  |\n"
+    )
+
+
+def test_leaderboard_markdown_of_a_real_leaderboard(sweep: Sweep) -> None:
+    text = report.leaderboard_markdown(report.leaderboard_frame(sweep.results, None, None))
+    lines = text.splitlines()
+    assert len(lines) == 2 + len(sweep.results)
+    assert all(line.startswith("| ") and line.endswith(" |") for line in lines)
+    assert {line.count("|") for line in lines} == {len(report.LEADERBOARD_COLUMNS) + 1}
+
+
+# --- champion report ------------------------------------------------------------------------
+
+
+def test_champion_report_writes_every_artifact(champion_dir: Path, sweep: Sweep) -> None:
+    for name in CHAMPION_PNGS:
+        _assert_png(champion_dir / name)
+    importance = pd.read_csv(champion_dir / "permutation_importance.csv")
+    assert list(importance.columns) == ["feature", "rmse_increase_mean", "rmse_increase_std"]
+    assert sorted(importance["feature"]) == sorted(sweep.split.X_test.columns)  # raw columns
+    means = importance["rmse_increase_mean"].tolist()
+    assert means == sorted(means, reverse=True)
+    # Insurance charges are driven by smoking more than by anything else.
+    assert importance["feature"].iloc[0] == "smoker"
+    leaderboard = pd.read_csv(champion_dir / "leaderboard.csv")
+    assert len(leaderboard) == len(sweep.results)
+    assert sorted(leaderboard["family"]) == sorted(r.family for r in sweep.results)
+    params = json.loads((champion_dir / "champion_params.json").read_text())
+    assert params["family"] in FAMILY_NAMES
+    assert set(params["test_metrics"]) == {"test_rmse", "test_mae", "test_r2"}
+    assert params["params"]  # the full configuration, fixed and searched
+
+
+def test_report_html_is_self_contained_and_shows_every_plot(champion_dir: Path) -> None:
+    page = (champion_dir / "report.html").read_text()
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="([^"]+)" title="([^"]+)"',
+                        page)
+    alts = [alt for _, alt, _ in images]
+    assert alts == ["Predicted vs actual", "Residuals", "Permutation importance",
+                    *("Optimization history", "Param importances", "Parallel coordinate")]
+    for data, _, _ in images:
+        image = matplotlib.image.imread(io.BytesIO(base64.b64decode(data)), format="png")
+        assert image.shape[0] > 100
+    for name in (*CHAMPION_PNGS, *PLOTS):
+        assert f'id="{Path(name).stem}"' in page
+    # Nothing is fetched: no external file, script or stylesheet.
+    assert not re.search(r'(src|href)="(?!data:)', page)
+    assert 'class="leaderboard"' in page and 'class="champion"' in page
+    params = json.loads((champion_dir / "champion_params.json").read_text())
+    for key in params["params"]:
+        assert f"<th>{key}</th>" in page
+    assert "test_rmse" in page and "cv_rmse" in page
