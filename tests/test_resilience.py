@@ -8,12 +8,11 @@ one family run per family, one tree, no RUNNING run, one champion, one registere
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,20 +174,15 @@ def check_sweep(sweep: Sweep, *, workers: int | None = None) -> dict[str, int]:
 def test_sigkill_at_many_points_then_resume(tmp_path: Path) -> None:
     sweep = Sweep(tmp_path, "killed", ("elastic_net", "random_forest"), n_trials=5)
     total = len(sweep.families) * sweep.n_trials
-    # Kill points: during start-up, after 1, 3, 5 (family switch), 7 and 9 done trials, and once
-    # everything is done (during champion selection, refit and registration).
-    points: list[Callable[[int], bool]] = [
-        lambda start: False,
-        *[(lambda n: (lambda start: sweep.done() >= n))(n) for n in (1, 3, 5, 7, 9)],
-        lambda start: sweep.done() >= total,
-    ]
-    for index, point in enumerate(points):
-        before = sweep.done()
+    # Kill points: during start-up (None), after 1, 3, 5 (family switch), 7 and 9 done trials,
+    # and once everything is done (during champion selection, refit and registration).
+    points: list[int | None] = [None, 1, 3, 5, 7, 9, total]
+    for point in points:
         process = sweep.start()
-        if index == 0:
+        if point is None:
             time.sleep(2.5)
         else:
-            wait_until(lambda: point(before), process)
+            wait_until(lambda: sweep.done() >= point, process)  # noqa: B023 - called here
         process.send_signal(signal.SIGKILL)
         process.wait()
     final = sweep.run()
