@@ -60,12 +60,18 @@ from sweeper.study import (
     join_family_study,
     open_storage,
     passed,
+    redact,
     run_trial,
     study_name,
     summarize,
     unfinished,
 )
-from sweeper.tracking import BackgroundLogger, SweepTracker, init_tracking_store
+from sweeper.tracking import (
+    BackgroundLogger,
+    SweepTracker,
+    ensure_experiment,
+    init_tracking_store,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -75,10 +81,10 @@ ATTR_MODEL_NAME = "model_name"
 ATTR_CHAMPION = "champion"
 ATTR_DATA = "data"
 
-#: Retries of MLflow's HTTP client unless the user set their own: about half a minute of
-#: backoff (1+2+4+8+16 s) rides out a tracking server restart, then the sweep fails clearly.
+#: Retries of MLflow's HTTP client unless the user set their own: about a minute of backoff
+#: (1+2+4+8+16+32 s) rides out a tracking server restart, then the sweep fails clearly.
 _HTTP_RETRY_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
@@ -132,6 +138,7 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
     _prepare_tracking()
     storage = open_storage(config.storage)
     init_tracking_store()
+    ensure_experiment()
     sweep_name = config.sweep_name or new_sweep_name()
     fingerprint = {
         "n_trials": config.n_trials,
@@ -188,6 +195,9 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
                 for work in works:
                     worker.work_on(work)
             worker.drain(works, budget_deadline)
+            # Workers killed while this one worked left their own runs RUNNING.
+            now = time.time()
+            tracker.close_dead_worker_runs(lambda w: ledger.worker_is_dead(w, now, now))
             results = [worker.finish(work) for work in works]
             champion = _settle_champion(
                 results, families, storage, sweep_study, tracker, split, dataset, config,
@@ -498,8 +508,8 @@ class _Worker:
         with ledger.deferred_signals():
             try:
                 self.logger.close()
-            except Exception:  # noqa: BLE001 - the original error matters more
-                _logger.exception("could not log every finished trial")
+            except Exception as lost:  # noqa: BLE001 - the original error matters more
+                _logger.warning("could not log every finished trial: %s", _first_line(lost))
             if self.current is not None:
                 work, trial_id = self.current
                 reason = f"interrupted ({error})" if interrupted else f"sweep failed ({error!r})"
@@ -508,8 +518,8 @@ class _Worker:
                     killed = ledger.kill_trial(self.storage, work.study, frozen, reason)
                     if killed is not None:
                         self.tracker.log_killed(work.run_id, work.family.name, killed)
-                except Exception:  # noqa: BLE001
-                    _logger.exception("could not close the interrupted trial")
+                except Exception as lost:  # noqa: BLE001
+                    _logger.warning("could not close the interrupted trial: %s", _first_line(lost))
             self.heartbeat.stop()
             run_ids = [w.run_id for w in self.joined]
             if reopened_root is not None:
@@ -517,8 +527,10 @@ class _Worker:
             for run_id in run_ids:
                 try:
                     self.tracker.fail_run(run_id, status)
-                except Exception:  # noqa: BLE001
-                    _logger.exception("could not close run %s", run_id)
+                except Exception as lost:  # noqa: BLE001
+                    # The tracking server is probably gone: a resume closes what is left.
+                    _logger.warning("could not close runs %s: %s", run_ids, _first_line(lost))
+                    break
 
     def close(self) -> None:
         self.logger.close()
@@ -633,6 +645,11 @@ def _log_reports(
         tracker.client.log_artifacts(tracker.root_run_id, str(report_dir), "report")
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _done_count(study: optuna.Study) -> int:
     return sum(is_done(t) for t in study.get_trials(deepcopy=False))
 
@@ -734,6 +751,8 @@ def _log_root(
     # so only add the ones it did not log, and record resolved names as tags.
     present = client.get_run(run_id).data.params
     params = {k: v for k, v in config.as_params().items() if k not in present}
+    if "storage" in params:
+        params["storage"] = redact(params["storage"])  # no database password in MLflow
     mlflow.log_params(params)
     mlflow.set_tags({"sweep.model_name": model_name, "sweep.data": dataset.source})
     # An explicit source: from a bare string MLflow guesses among several local source types.

@@ -40,10 +40,7 @@ def open_storage(url: str) -> BaseStorage:
     target = url.strip() or DEFAULT_STORAGE
     try:
         if "://" in target:
-            storage: BaseStorage = RDBStorage(
-                target, engine_kwargs={"pool_pre_ping": True, "connect_args": _connect_args(target)}
-            )
-            return storage
+            return _open_rdb(target)
         path = Path(target).expanduser()
         if path.is_dir():
             raise IsADirectoryError(f"{path} is a directory")
@@ -56,6 +53,28 @@ def open_storage(url: str) -> BaseStorage:
             "Optuna storage URL such as postgresql+psycopg://user:pass@host/db, or a journal "
             "file path"
         ) from None
+
+
+def _open_rdb(url: str, attempts: int = 5) -> RDBStorage:
+    """RDBStorage, retried when workers started together race to create its schema.
+
+    Optuna creates the tables without a lock: on an empty database all but one of several
+    simultaneous openers fail (duplicate table or type). The loser retries and finds the
+    schema made. Unreachable databases are not retried here (they fail at once).
+    """
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    attempt = 1
+    while True:
+        try:
+            return RDBStorage(
+                url, engine_kwargs={"pool_pre_ping": True, "connect_args": _connect_args(url)}
+            )
+        except (IntegrityError, ProgrammingError):
+            if attempt >= attempts:
+                raise
+            time.sleep(0.5 * attempt)
+            attempt += 1
 
 
 def redact(url: str) -> str:

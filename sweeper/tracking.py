@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -300,7 +301,10 @@ class BackgroundLogger:
         self._thread.start()
 
     def submit(self, call: Callable[[], object]) -> None:
-        """Queue one logging call."""
+        """Queue one logging call; raise the first error an earlier call hit (e.g. the
+        tracking server is gone), so the sweep stops instead of running trials it cannot log."""
+        if self._errors:
+            self.flush()
         self._queue.put(call)
 
     def _work(self) -> None:
@@ -330,6 +334,26 @@ class BackgroundLogger:
         finally:
             self._queue.put(None)
             self._thread.join()
+
+
+def ensure_experiment() -> None:
+    """Create the experiment named by ``MLFLOW_EXPERIMENT_NAME`` if it is missing.
+
+    ``mlflow.start_run`` looks the name up and then creates it: workers started together on a
+    new experiment collide on that. Here a loser of the race finds the winner's experiment.
+    """
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if not name or os.environ.get("MLFLOW_RUN_ID") or os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return
+    client = MlflowClient()
+    for _ in range(5):
+        if client.get_experiment_by_name(name) is not None:
+            return
+        try:
+            client.create_experiment(name)
+            return
+        except MlflowException:
+            time.sleep(0.2)  # another worker created it first: look it up again
 
 
 def init_tracking_store() -> None:
