@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make sweep   - prepare .venv and run the sweep on the default data (N_TRIALS=50)
 #   make test    - prepare .venv and run the test suite (what CI runs)
+# Also: make bench (bench/run.py, ~15 min on 2 cores), make ui (the MLflow UI on port 5000).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(abspath $(VENV))/bin
@@ -9,14 +10,15 @@ N_TRIALS ?= 50
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: sweep test venv clean
+.PHONY: sweep test bench ui venv clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+# One virtualenv for the sweep, the tests and the benchmark (runtime pins + test + bench).
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-bench.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet -r requirements-bench.txt -c constraints.txt
 	touch $@
 
 # `--env-manager local` runs the `python` found on PATH: the project's virtualenv comes first.
@@ -25,6 +27,12 @@ sweep: venv
 
 test: venv
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	PATH="$(BIN):$$PATH" $(BIN)/python bench/run.py $(BENCH_ARGS)
+
+ui: venv
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-output

@@ -24,7 +24,8 @@ def _pins(lines: list[str]) -> dict[str, str]:
         match = _PIN.match(line)
         if match is None:
             raise ValueError(f"not pinned with ==: {line!r}")
-        pins[match.group(1).lower()] = match.group(2)
+        # `psycopg[binary]` is pinned as `psycopg` (and its extra's packages) in a freeze.
+        pins[match.group(1).split("[")[0].lower()] = match.group(2)
     return pins
 
 
@@ -40,7 +41,10 @@ def test_conda_yaml_pins_python_311_and_the_same_versions_as_requirements() -> N
 
 def test_constraints_agree_with_requirements() -> None:
     constraints = _pins((ROOT / "constraints.txt").read_text().splitlines())
-    for name, version in _pins((ROOT / "requirements-dev.txt").read_text().splitlines()).items():
+    pins = {}
+    for requirements in ("requirements.txt", "requirements-dev.txt", "requirements-bench.txt"):
+        pins.update(_pins((ROOT / requirements).read_text().splitlines()))
+    for name, version in pins.items():
         assert constraints[name] == version, name
 
 

@@ -1,0 +1,590 @@
+"""Benchmark: this sweep side by side with plain Optuna and FLAML, on this machine, in one run.
+
+    .venv/bin/python bench/run.py            # full run (~15-20 min on 2 cores), writes bench/results.md
+    .venv/bin/python bench/run.py --smoke    # every row, tiny sizes (~2 min); asserts no speed
+    .venv/bin/python bench/run.py --only baseline,sweep,serving
+
+Every row runs in its own process and working directory (``bench/_row.py``): a fresh Optuna
+journal, a fresh SQLite tracking store (created before the clock starts: a brand-new store's
+schema migration is a one-off cost, reported separately), or the local ``mlflow server`` this
+script starts on a free loopback port. "wall time" is measured around the work in that process
+(interpreter start-up and imports excluded, the same for every row); the sweep's own start-up of
+its extra worker processes, the drain and the champion's refit, logging and registration are
+included. Needs the bench requirements (``pip install -r requirements-bench.txt``); without FLAML
+its row says "skipped".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+ROW = Path(__file__).resolve().parent / "_row.py"
+RESULTS = Path(__file__).resolve().parent / "results.md"
+SHARED_INSURANCE = ROOT.parent / "shared" / "data" / "insurance.csv"
+MARKER = "BENCH-RESULT "
+BIN = Path(sys.executable).parent
+
+#: The families of the issue's plain-Optuna baseline (the sweep itself runs all five).
+BASELINE_FAMILIES = "elastic_net,random_forest,hist_gradient_boosting,xgboost"
+
+ROWS = ("baseline", "random", "sweep", "no_pruning", "tracking", "flaml", "budget", "serving")
+
+FULL = {
+    "n_trials": 50, "baseline_families": BASELINE_FAMILIES, "sweep_families": "all",
+    "tracking_trials": 6, "tracking_families": "all", "repeats": 3,
+    "budget": 30.0, "flaml_budget": 30.0, "requests": 300, "batch_rows": 10_000, "batches": 5,
+}
+SMOKE = {
+    "n_trials": 2, "baseline_families": "elastic_net", "sweep_families": "elastic_net,xgboost",
+    "tracking_trials": 2, "tracking_families": "elastic_net", "repeats": 1,
+    "budget": 5.0, "flaml_budget": 3.0, "requests": 20, "batch_rows": 1_000, "batches": 2,
+    # Only the default row starts a second worker process (seconds of start-up each).
+    "other_sweeps": {"n_workers": 1},
+}
+
+
+@dataclass
+class Result:
+    key: str
+    label: str
+    data: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    process_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and "skipped" not in self.data
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.data.get(name, default)
+
+
+# ----------------------------------------------------------------------------------------------
+# processes
+# ----------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
+                "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        env.pop(key, None)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONWARNINGS"] = "ignore"
+    env.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    if "SWEEP_INSURANCE_CSV" not in env and SHARED_INSURANCE.exists():
+        env["SWEEP_INSURANCE_CSV"] = str(SHARED_INSURANCE)
+    env.update(extra)
+    return env
+
+
+def run_row(key: str, label: str, spec: dict[str, Any], workdir: Path,
+            tracking_uri: str | None = None, timeout: float = 1800) -> Result:
+    """Run one ``bench/_row.py`` spec in ``workdir``; its result, or the reason it failed."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    extra = {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {}
+    print(f"[bench] {label} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [sys.executable, str(ROW), json.dumps(spec)], cwd=workdir, env=child_env(**extra),
+            capture_output=True, text=True, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return Result(key, label, error=f"timed out after {timeout:.0f} s")
+    elapsed = time.perf_counter() - start
+    (workdir / "row.log").write_text(done.stdout + done.stderr)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
+    if done.returncode != 0 or not lines:
+        tail = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
+        reason = tail[-1] if tail else f"exit code {done.returncode}"
+        return Result(key, label, error=f"exit {done.returncode}: {reason[:200]}",
+                      process_seconds=elapsed)
+    result = Result(key, label, json.loads(lines[-1][len(MARKER):]), process_seconds=elapsed)
+    seconds = result.get("seconds")
+    print(f"[bench] {label}: {seconds if seconds is None else round(seconds, 1)} s, "
+          f"cv {result.get('cv_rmse')}", file=sys.stderr, flush=True)
+    return result
+
+
+@contextlib.contextmanager
+def process_group(argv: list[str], *, log: Path, env: dict[str, str], cwd: Path,
+                  ready_url: str, timeout: float = 180) -> Iterator[subprocess.Popen[bytes]]:
+    """A server in its own process group, yielded once ``ready_url`` answers 200; stopped
+    (SIGTERM, then SIGKILL) as a whole on exit."""
+    import requests
+
+    with open(log, "w") as out:
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(ready_url, timeout=2).status_code == 200:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{argv[1]} did not come up: {log.read_text()[-500:]}")
+            time.sleep(0.25)
+        yield process
+    finally:
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            try:
+                process.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def mlflow_server(workdir: Path) -> Iterator[str]:
+    """A local ``mlflow server`` (SQLite backend, serving artifacts) on a free loopback port."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [str(BIN / "mlflow"), "server",
+            "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
+            "--serve-artifacts", "--artifacts-destination", str(workdir / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    with process_group(argv, log=workdir / "server.log", cwd=workdir, ready_url=f"{url}/health",
+                       env=child_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")):
+        yield url
+
+
+# ----------------------------------------------------------------------------------------------
+# rows
+# ----------------------------------------------------------------------------------------------
+
+
+def sweep_spec(size: dict[str, Any], tracking: str = "mlflow", **config: Any) -> dict[str, Any]:
+    base = {"n_trials": size["n_trials"], "families": size["sweep_families"]}
+    if config:
+        base.update(size.get("other_sweeps", {}))
+    return {"kind": "sweep", "tracking": tracking, "config": {**base, **config}}
+
+
+def sqlite_uri(workdir: Path) -> str:
+    return f"sqlite:///{workdir / 'mlflow.db'}"
+
+
+def tracking_rows(size: dict[str, Any], tmp: Path) -> list[Result]:
+    """The same single-worker sweep with no tracking, on SQLite and over HTTP, interleaved
+    ``repeats`` times so that load changes hit every variant alike."""
+    config = {"n_trials": size["tracking_trials"], "families": size["tracking_families"],
+              "n_workers": 1}
+    runs: dict[str, list[Result]] = {"none": [], "sqlite": [], "http": []}
+    with mlflow_server(tmp / "server") as url:
+        for repeat in range(size["repeats"]):
+            for variant in ("none", "sqlite", "http"):
+                workdir = tmp / f"tracking-{variant}-{repeat}"
+                uri = {"none": f"sqlite:///{workdir / 'leak.db'}", "sqlite": sqlite_uri(workdir),
+                       "http": url}[variant]
+                spec = {"kind": "sweep", "tracking": "none" if variant == "none" else "mlflow",
+                        "config": config}
+                runs[variant].append(run_row(f"tracking_{variant}", f"tracking {variant} #{repeat}",
+                                             spec, workdir, uri))
+    labels = {"none": "same trials, no tracking (1 worker)",
+              "sqlite": "sweep, tracking on SQLite (1 worker)",
+              "http": "sweep, tracking over HTTP `mlflow server` (1 worker)"}
+    merged = []
+    for variant, results in runs.items():
+        failed = [r for r in results if not r.ok]
+        if failed:
+            merged.append(Result(f"tracking_{variant}", labels[variant], error=failed[0].error))
+            continue
+        seconds = [r.get("seconds") for r in results]
+        median = statistics.median(seconds)
+        # The repeat whose time is the median (the upper one for an even count).
+        chosen = sorted(results, key=lambda r: r.get("seconds"))[len(results) // 2]
+        data = dict(chosen.data)
+        data.update(seconds=median, all_seconds=seconds,
+                    all_trials=[r.get("trial_values") for r in results])
+        merged.append(Result(f"tracking_{variant}", labels[variant], data,
+                             process_seconds=statistics.median(r.process_seconds for r in results)))
+    return merged
+
+
+def serving_row(model_uri: str, tracking_uri: str, size: dict[str, Any], tmp: Path,
+                X: Any) -> dict[str, Any]:
+    """``mlflow models serve`` of the champion: single-row latency and batch throughput."""
+    import numpy as np
+    import requests
+
+    workdir = tmp / "serving"
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "-p", str(port),
+            "--host", "127.0.0.1", "--env-manager", "local"]
+    out: dict[str, Any] = {"command": " ".join(shlex.quote(a) for a in argv[1:])}
+    columns = None
+    del columns
+    one = {"dataframe_split": json.loads(X.head(1).to_json(orient="split", index=False))}
+    big = X.sample(n=size["batch_rows"], replace=True, random_state=0).reset_index(drop=True)
+    batch = json.dumps({"dataframe_split": json.loads(big.to_json(orient="split", index=False))})
+    with process_group(argv, log=workdir / "serve.log", cwd=workdir, ready_url=f"{url}/ping",
+                       env=child_env(MLFLOW_TRACKING_URI=tracking_uri)):
+        session = requests.Session()
+        body = json.dumps(one)
+        headers = {"Content-Type": "application/json"}
+        for _ in range(20):  # warm-up: lazy imports, first-request paths
+            session.post(f"{url}/invocations", data=body, headers=headers).raise_for_status()
+        latencies = []
+        for _ in range(size["requests"]):
+            start = time.perf_counter()
+            response = session.post(f"{url}/invocations", data=body, headers=headers)
+            latencies.append(time.perf_counter() - start)
+            response.raise_for_status()
+        pings = []
+        for _ in range(min(100, size["requests"])):
+            start = time.perf_counter()
+            session.get(f"{url}/ping").raise_for_status()
+            pings.append(time.perf_counter() - start)
+        batch_seconds = []
+        for _ in range(size["batches"]):
+            start = time.perf_counter()
+            response = session.post(f"{url}/invocations", data=batch, headers=headers)
+            batch_seconds.append(time.perf_counter() - start)
+            response.raise_for_status()
+            assert len(response.json()["predictions"]) == len(big)
+    ms = np.array(latencies) * 1000
+    out.update(
+        p50_ms=float(np.percentile(ms, 50)), p99_ms=float(np.percentile(ms, 99)),
+        mean_ms=float(ms.mean()), ping_p50_ms=float(np.percentile(np.array(pings) * 1000, 50)),
+        requests=len(latencies), batch_rows=len(big),
+        batch_seconds=float(statistics.median(batch_seconds)),
+        rows_per_s=float(len(big) / statistics.median(batch_seconds)),
+    )
+    try:
+        out.update(profile_in_process(model_uri, tracking_uri, X, one, big, workdir))
+    except Exception as error:  # noqa: BLE001 - the served numbers stand without it
+        out["profile_error"] = f"{type(error).__name__}: {error}"[:200]
+    return out
+
+
+def profile_in_process(model_uri: str, tracking_uri: str, X: Any, one: dict[str, Any],
+                       big: Any, workdir: Path) -> dict[str, Any]:
+    """Where a request's time goes, without the server: JSON parsing into a DataFrame, the
+    pyfunc predict (schema enforcement + pipeline), and the bare scikit-learn predict."""
+    code = r"""
+import json, sys, time, statistics, warnings
+warnings.simplefilter("ignore")
+import mlflow, pandas as pd
+from mlflow.pyfunc.scoring_server import infer_and_parse_data
+uri, one, big = sys.argv[1], sys.argv[2], sys.argv[3]
+model = mlflow.pyfunc.load_model(uri)
+raw = model.get_raw_model() if hasattr(model, "get_raw_model") else model._model_impl.sklearn_model
+def t(fn, n):
+    fn(); out = []
+    for _ in range(n):
+        s = time.perf_counter(); fn(); out.append(time.perf_counter() - s)
+    return statistics.median(out) * 1000
+df1 = infer_and_parse_data(json.loads(one))
+dfb = infer_and_parse_data(json.loads(open(sys.argv[4]).read()))
+res = {
+  "parse_1_ms": t(lambda: infer_and_parse_data(json.loads(one)), 200),
+  "pyfunc_predict_1_ms": t(lambda: model.predict(df1), 200),
+  "sklearn_predict_1_ms": t(lambda: raw.predict(df1), 200),
+  "parse_batch_ms": t(lambda: infer_and_parse_data(json.loads(open(sys.argv[4]).read())), 3),
+  "pyfunc_predict_batch_ms": t(lambda: model.predict(dfb), 3),
+  "sklearn_predict_batch_ms": t(lambda: raw.predict(dfb), 3),
+}
+print("BENCH-RESULT " + json.dumps(res))
+"""
+    batch_file = workdir / "batch.json"
+    batch_file.write_text(json.dumps(
+        {"dataframe_split": json.loads(big.to_json(orient="split", index=False))}))
+    done = subprocess.run(
+        [sys.executable, "-c", code, model_uri, json.dumps(one), "-", str(batch_file)],
+        cwd=workdir, env=child_env(MLFLOW_TRACKING_URI=tracking_uri), capture_output=True,
+        text=True, timeout=600,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
+    if not lines:
+        return {"profile_error": (done.stderr.strip().splitlines() or ["?"])[-1][:200]}
+    return json.loads(lines[-1][len(MARKER):])
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def table(results: list[Result]) -> str:
+    lines = ["| row | wall time (s) | trials | best CV RMSE | test RMSE | notes |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in results:
+        if r.error is not None:
+            lines.append(f"| {r.label} | – | – | – | – | FAILED: {r.error} |")
+            continue
+        if "skipped" in r.data:
+            lines.append(f"| {r.label} | – | – | – | – | skipped ({r.data['skipped']}) |")
+            continue
+        notes = []
+        if r.get("family"):
+            notes.append(f"best: {r.get('family')}")
+        if r.get("pruned"):
+            notes.append(f"{r.get('pruned')} pruned")
+        if r.get("all_seconds") and len(r.get("all_seconds")) > 1:
+            notes.append("median of " + ", ".join(f"{s:.1f}" for s in r.get("all_seconds")))
+        if r.get("flaml_reported_cv") is not None:
+            notes.append(f"FLAML's own CV {r.get('flaml_reported_cv'):,.1f} on the same folds")
+        if r.get("phases"):
+            p = r.get("phases")
+            notes.append(f"champion {p.get('champion', 0):.1f} s (reports {p.get('reports', 0):.1f} s), "
+                         f"drain {p.get('drain', 0):.1f} s, join {p.get('join', 0):.1f} s")
+        lines.append(f"| {r.label} | {fmt(r.get('seconds'))} | {fmt(r.get('trials'))} | "
+                     f"{fmt(r.get('cv_rmse'))} | {fmt(r.get('test_rmse'))} | {'; '.join(notes)} |")
+    return "\n".join(lines)
+
+
+def targets(by: dict[str, Result], serving: dict[str, Any] | None, smoke: bool) -> list[str]:
+    def ok(*keys: str) -> bool:
+        return all(k in by and by[k].ok for k in keys)
+
+    def verdict(met: bool) -> str:
+        return "n/a (smoke)" if smoke else ("**met**" if met else "**missed**")
+
+    out = ["| target | measured | verdict |", "| --- | --- | --- |"]
+    none = by.get("tracking_none")
+    for variant, name in (("sqlite", "SQLite"), ("http", "HTTP")):
+        key = f"tracking_{variant}"
+        if ok(key, "tracking_none"):
+            ratio = by[key].get("seconds") / none.get("seconds")
+            same = by[key].get("all_trials") == none.get("all_trials")
+            loop = _loop_seconds(by[key]) / _loop_seconds(none)
+            out.append(f"| 1. tracking overhead on {name} ≤ 1.02× | {ratio:.3f}× "
+                       f"({by[key].get('seconds'):.1f} s vs {none.get('seconds'):.1f} s, medians; "
+                       f"identical trials: {'yes' if same else 'no'}); trial loop alone "
+                       f"(without the one-off root run and champion logging): {loop:.3f}× "
+                       f"| {verdict(ratio <= 1.02)} |")
+    if ok("sweep", "baseline"):
+        s, b = by["sweep"], by["baseline"]
+        ratio = s.get("seconds") / b.get("seconds")
+        cv = s.get("cv_rmse") / b.get("cv_rmse") - 1
+        out.append(f"| 2. default sweep ≤ 0.5× plain Optuna, CV within +0.5 % | {ratio:.3f}× "
+                   f"({s.get('seconds'):.1f} s vs {b.get('seconds'):.1f} s); CV {cv:+.2%} | "
+                   f"{verdict(ratio <= 0.5 and cv <= 0.005)} |")
+    if ok("budget", "flaml"):
+        ours, theirs = by["budget"].get("cv_rmse"), by["flaml"].get("cv_rmse")
+        out.append(f"| 3. time_budget={by['budget'].get('budget', '')} CV ≤ FLAML's | "
+                   f"{ours:,.1f} vs {theirs:,.1f} ({ours / theirs - 1:+.2%}) | "
+                   f"{verdict(ours <= theirs)} |")
+    if ok("sweep", "no_pruning"):
+        on, off = by["sweep"], by["no_pruning"]
+        saved = 1 - on.get("seconds") / off.get("seconds")
+        cv = on.get("cv_rmse") / off.get("cv_rmse") - 1
+        out.append(f"| 4. pruning saves time, champion no worse (within 0.5 %) | saves "
+                   f"{saved:.1%} ({on.get('seconds'):.1f} s vs {off.get('seconds'):.1f} s); "
+                   f"CV {cv:+.2%} | {verdict(saved > 0 and cv <= 0.005)} |")
+    if ok("random", "baseline"):
+        r, b = by["random"], by["baseline"]
+        out.append(f"| 5. random search (same trials) | {r.get('seconds'):.1f} s, CV "
+                   f"{r.get('cv_rmse'):,.1f} vs TPE {b.get('cv_rmse'):,.1f} | (reference) |")
+    if serving and "p50_ms" in serving:
+        met = serving["p50_ms"] <= 8 and serving["p99_ms"] <= 20
+        out.append(f"| 6. serving p50 ≤ 8 ms, p99 ≤ 20 ms | p50 {serving['p50_ms']:.1f} ms, "
+                   f"p99 {serving['p99_ms']:.1f} ms | {verdict(met)} |")
+    return out
+
+
+def _loop_seconds(result: Result) -> float:
+    """A sweep's time without its one-off MLflow work: tracking set-up, the root run's params
+    and dataset, and the champion's selection, refit, logging and registration."""
+    phases = result.get("phases") or {}
+    one_off = sum(phases.get(k, 0.0) for k in ("prepare_tracking", "log_root", "champion"))
+    return float(result.get("seconds")) - one_off
+
+
+def serving_text(serving: dict[str, Any] | None) -> list[str]:
+    if not serving:
+        return []
+    if "error" in serving:
+        return [f"Serving: FAILED: {serving['error']}"]
+    lines = [
+        f"Serving (`{serving['command']}`, loopback, one uvicorn worker): "
+        f"{serving['requests']} sequential single-row requests: p50 {serving['p50_ms']:.1f} ms, "
+        f"p99 {serving['p99_ms']:.1f} ms, mean {serving['mean_ms']:.1f} ms (GET /ping p50 "
+        f"{serving['ping_p50_ms']:.1f} ms); one {serving['batch_rows']:,}-row `dataframe_split` "
+        f"request: {serving['batch_seconds'] * 1000:,.0f} ms = {serving['rows_per_s']:,.0f} rows/s.",
+    ]
+    if "parse_1_ms" in serving:
+        lines.append(
+            f"In-process, without the server (medians): parse JSON → DataFrame "
+            f"{serving['parse_1_ms']:.2f} ms (1 row) / {serving['parse_batch_ms']:,.0f} ms "
+            f"({serving['batch_rows']:,} rows); pyfunc predict (schema enforcement + pipeline) "
+            f"{serving['pyfunc_predict_1_ms']:.2f} ms / {serving['pyfunc_predict_batch_ms']:,.0f} ms; "
+            f"bare scikit-learn predict {serving['sklearn_predict_1_ms']:.2f} ms / "
+            f"{serving['sklearn_predict_batch_ms']:,.0f} ms.")
+    elif "profile_error" in serving:
+        lines.append(f"(in-process profile failed: {serving['profile_error']})")
+    return lines
+
+
+def load_average() -> str:
+    with contextlib.suppress(OSError):
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return "?"
+
+
+# ----------------------------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: every row runs, no speed claims")
+    parser.add_argument("--only", default="", help=f"comma list of rows: {', '.join(ROWS)}")
+    parser.add_argument("--repeats", type=int, help="repeats of the tracking rows (median)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="where to write the markdown (default: bench/results.md; "
+                             "--smoke writes nothing unless given)")
+    parser.add_argument("--keep", action="store_true", help="keep the working directories")
+    args = parser.parse_args(argv)
+    size = dict(SMOKE if args.smoke else FULL)
+    if args.repeats:
+        size["repeats"] = args.repeats
+    only = [r.strip() for r in args.only.split(",") if r.strip()] or list(ROWS)
+    unknown = set(only) - set(ROWS)
+    if unknown:
+        parser.error(f"unknown rows: {', '.join(sorted(unknown))}")
+    if "serving" in only and "sweep" not in only:
+        only.append("sweep")  # serving serves the default sweep's champion
+
+    command = " ".join(shlex.quote(a) for a in [
+        os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable,
+        "bench/run.py", *(argv if argv is not None else sys.argv[1:])])
+    started = datetime.datetime.now().astimezone()
+    load_before = load_average()
+    tmp = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
+    results: list[Result] = []
+    serving: dict[str, Any] | None = None
+    n = size["n_trials"]
+    try:
+        if "baseline" in only:
+            results.append(run_row("baseline", f"plain Optuna TPE, 1 process, no tracking "
+                                   f"({len(size['baseline_families'].split(','))} families × {n})",
+                                   {"kind": "optuna", "sampler": "tpe", "n_trials": n,
+                                    "families": size["baseline_families"]}, tmp / "baseline"))
+        if "random" in only:
+            results.append(run_row("random", f"plain Optuna random search, same trials",
+                                   {"kind": "optuna", "sampler": "random", "n_trials": n,
+                                    "families": size["baseline_families"]}, tmp / "random"))
+        sweep = None
+        if "sweep" in only:
+            sweep = run_row("sweep", f"**this sweep**, defaults (n_trials={n}, one worker per core, "
+                            "pruning on), SQLite", sweep_spec(size), tmp / "sweep",
+                            sqlite_uri(tmp / "sweep"))
+            results.append(sweep)
+        if "no_pruning" in only:
+            results.append(run_row("no_pruning", "this sweep, pruning=none, SQLite",
+                                   sweep_spec(size, pruning="none"), tmp / "no_pruning",
+                                   sqlite_uri(tmp / "no_pruning")))
+        if "tracking" in only:
+            try:
+                results.extend(tracking_rows(size, tmp))
+            except Exception as error:  # noqa: BLE001 - e.g. the server did not start
+                results.append(Result("tracking_http", "tracking rows", error=str(error)[:200]))
+        if "flaml" in only:
+            results.append(run_row("flaml", f"FLAML AutoML, {size['flaml_budget']:.0f} s budget, same folds",
+                                   {"kind": "flaml", "budget": size["flaml_budget"]}, tmp / "flaml"))
+        if "budget" in only:
+            budget = run_row("budget", f"this sweep, time_budget={size['budget']:.0f}, SQLite",
+                             sweep_spec(size, time_budget=size["budget"]), tmp / "budget",
+                             sqlite_uri(tmp / "budget"))
+            budget.data["budget"] = size["budget"]
+            results.append(budget)
+        if "serving" in only:
+            if sweep is not None and sweep.ok:
+                print("[bench] serving ...", file=sys.stderr, flush=True)
+                sys.path.insert(0, str(ROOT))
+                os.environ.setdefault("SWEEP_INSURANCE_CSV", str(SHARED_INSURANCE))
+                from sweeper.data import load_dataset, split_dataset
+
+                split = split_dataset(load_dataset("insurance", "charges"), test_size=0.2,
+                                      seed=42, cv_folds=5)
+                try:
+                    serving = serving_row(sweep.get("model_uri"), sqlite_uri(tmp / "sweep"),
+                                          size, tmp, split.X_train)
+                except Exception as error:  # noqa: BLE001
+                    serving = {"error": f"{type(error).__name__}: {error}"[:300]}
+            else:
+                serving = {"error": "the default sweep row failed, nothing to serve"}
+    finally:
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"[bench] working directories kept in {tmp}", file=sys.stderr)
+
+    by = {r.key: r for r in results}
+    order = ["sweep", "tracking_sqlite", "tracking_http", "tracking_none", "baseline", "flaml",
+             "budget", "random", "no_pruning"]
+    results.sort(key=lambda r: order.index(r.key) if r.key in order else len(order))
+    head = (f"Benchmark of {started:%Y-%m-%d %H:%M %Z} on {os.cpu_count()} cores "
+            f"(`nproc` = {len(os.sched_getaffinity(0))}), load average before {load_before}, "
+            f"after {load_average()}{' — SMOKE sizes, no speed claims' if args.smoke else ''}.\n"
+            f"Command: `{command}`\n\n"
+            "Insurance data, 80/20 split seed 42, the same 5 CV folds for every row. Wall time "
+            "is measured in each row's own process around the work (imports excluded); the "
+            "sweep rows include their extra worker processes' start-up, the drain and the "
+            "champion's refit, model logging and registration. Tracking rows: "
+            f"{size['tracking_trials']} trials × {size['tracking_families']} families, 1 worker, "
+            f"median of {size['repeats']} interleaved repeats.")
+    text = "\n".join([head, "", table(results), "", *targets(by, serving, args.smoke), "",
+                      *serving_text(serving)]) + "\n"
+    print(text)
+    output = args.output or (None if args.smoke else RESULTS)
+    if output is not None:
+        output.write_text(text)
+        raw = {r.key: {**{k: v for k, v in r.data.items() if k not in ("trial_values", "all_trials")},
+                       "error": r.error, "process_seconds": r.process_seconds} for r in results}
+        output.with_suffix(".json").write_text(json.dumps({"rows": raw, "serving": serving},
+                                                          indent=1, default=str))
+        print(f"[bench] written to {output}", file=sys.stderr)
+    failed = [r for r in results if r.error is not None]
+    if serving and "error" in serving:
+        failed.append(Result("serving", "serving", error=serving["error"]))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The benchmark cannot rot: ``bench/run.py --smoke`` runs every row (tiny sizes) and renders
+the table. It asserts nothing about speed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, subprocess_env
+
+ROWS = (
+    "**this sweep**, defaults",
+    "sweep, tracking on SQLite (1 worker)",
+    "sweep, tracking over HTTP `mlflow server` (1 worker)",
+    "same trials, no tracking (1 worker)",
+    "plain Optuna TPE",
+    "FLAML AutoML",
+    "this sweep, time_budget=",
+    "plain Optuna random search",
+    "this sweep, pruning=none",
+)
+
+
+@pytest.mark.e2e
+def test_bench_smoke_runs_every_row(tmp_path: Path) -> None:
+    output = tmp_path / "results.md"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--output", str(output)],
+        cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = output.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    for name in ROWS:
+        matching = [line for line in rows if line.startswith(f"| {name}")]
+        assert len(matching) == 1, f"row {name!r} missing from:\n{text}"
+        assert "FAILED" not in matching[0], matching[0]
+    assert "FAILED" not in text, text
+    assert "Serving (" in text and "rows/s" in text, text
+    assert "| 1. tracking overhead on SQLite" in text and "n/a (smoke)" in text, text
