@@ -504,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
                                    {"kind": "optuna", "sampler": "tpe", "n_trials": n,
                                     "families": size["baseline_families"]}, tmp / "baseline"))
         if "random" in only:
-            results.append(run_row("random", f"plain Optuna random search, same trials",
+            results.append(run_row("random", "plain Optuna random search, same trials",
                                    {"kind": "optuna", "sampler": "random", "n_trials": n,
                                     "families": size["baseline_families"]}, tmp / "random"))
         sweep = None

@@ -41,7 +41,10 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for child processes: this virtualenv's bin first on PATH, because
     `mlflow run --env-manager local` and `mlflow models serve` run the `python` found there."""
     env = dict(os.environ)
-    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+    # mlflow.set_tracking_uri/set_registry_uri in this process write MLFLOW_TRACKING_URI and
+    # MLFLOW_REGISTRY_URI into os.environ: a child must get only the stores its test names.
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
+                "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         env.pop(key, None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"

@@ -321,7 +321,8 @@ def _prepare(case: Case, tmp: Path, insurance: Path) -> Prepared:
     def fill(text: str) -> str:
         return (
             text.replace("<tmp>", str(tmp))
-            .replace("<insurance>", str(insurance))
+            # Messages name the file as the loader resolved it (symlinks followed).
+            .replace("<insurance>", str(insurance.resolve()))
             .replace("<port>", port)
         )
 

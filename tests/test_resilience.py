@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow import MlflowClient
-from optuna.storages import JournalStorage
+from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
@@ -82,19 +82,31 @@ class Sweep:
             capture_output=True, timeout=600,
         )
 
-    def trials(self) -> dict[str, list[optuna.trial.FrozenTrial]]:
-        """Trials per family, read from the journal (empty before the study exists)."""
+    def open_storage(self) -> BaseStorage | None:
+        """The sweep's Optuna storage, or ``None`` before it exists."""
         if not self.journal.exists():
+            return None
+        return JournalStorage(JournalFileBackend(str(self.journal)))
+
+    def close_storage(self, storage: BaseStorage) -> None:
+        """Release what :meth:`open_storage` holds (nothing for a journal file)."""
+
+    def trials(self) -> dict[str, list[optuna.trial.FrozenTrial]]:
+        """Trials per family (empty before the study exists)."""
+        storage = self.open_storage()
+        if storage is None:
             return {}
-        storage = JournalStorage(JournalFileBackend(str(self.journal)))
-        found = {}
-        for family in self.families:
-            try:
-                study = optuna.load_study(storage=storage, study_name=f"{self.name}.{family}")
-            except KeyError:
-                continue
-            found[family] = study.get_trials(deepcopy=False)
-        return found
+        try:
+            found = {}
+            for family in self.families:
+                try:
+                    study = optuna.load_study(storage=storage, study_name=f"{self.name}.{family}")
+                except KeyError:
+                    continue
+                found[family] = study.get_trials(deepcopy=False)
+            return found
+        finally:
+            self.close_storage(storage)
 
     def done(self) -> int:
         return sum(

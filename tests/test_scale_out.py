@@ -24,11 +24,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import optuna
 import pytest
 import requests
 from mlflow import MlflowClient
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState
 
 from conftest import ROOT, serve_model
@@ -79,18 +78,11 @@ class ServerSweep(Sweep):
             stdout=open(log, "w"), stderr=subprocess.STDOUT,
         )
 
-    def trials(self) -> dict[str, list[optuna.trial.FrozenTrial]]:
-        storage = RDBStorage(self.storage_url)
-        try:
-            found = {}
-            for family in self.families:
-                try:
-                    study = optuna.load_study(storage=storage, study_name=f"{self.name}.{family}")
-                except KeyError:
-                    continue
-                found[family] = study.get_trials(deepcopy=False)
-            return found
-        finally:
+    def open_storage(self) -> RDBStorage:
+        return RDBStorage(self.storage_url)
+
+    def close_storage(self, storage: BaseStorage) -> None:
+        if isinstance(storage, RDBStorage):
             storage.remove_session()
             storage.engine.dispose()
 
@@ -239,7 +231,11 @@ def test_three_workers_run_exactly_n_trials_once(three_workers: Finished) -> Non
     runners = {t.system_attrs["sweep:worker"] for t in trials}
     assert len(runners) >= 2, f"trials ran on {runners} only"
     for log in sweep.logs:
-        assert "Traceback" not in Path(log).read_text(), sweep.log_text()
+        text = Path(log).read_text()
+        assert "Traceback" not in text, sweep.log_text()
+        # One link per sweep, not MLflow's "View run … at" for every trial run.
+        assert text.count("View sweep ") == 1, text
+        assert text.count("View run ") <= 1, text  # `mlflow run`'s own line at its end
     # One champion line, the same in every worker's report.
     assert len({champion_line(Path(log).read_text()) for log in sweep.logs}) == 1
     print(f"3 workers, {len(trials)} trials: {three_workers.seconds:.1f} s")

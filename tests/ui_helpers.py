@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import requests
 
+from conftest import subprocess_env
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
@@ -43,16 +45,10 @@ class BrowserMissing(RuntimeError):
 
 
 def child_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
-    """Environment for ``sweep.py`` and ``mlflow server``: this virtualenv first on PATH, no
-    inherited run or experiment, and no MLflow telemetry."""
-    env = dict(os.environ if base is None else base)
-    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(key, None)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONUNBUFFERED"] = "1"
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    env.update(extra)
-    return env
+    """Environment for ``sweep.py`` and ``mlflow server``: :func:`conftest.subprocess_env`
+    (this virtualenv first on PATH, no inherited run, experiment or stores), plus ``base``,
+    ``extra`` and no MLflow telemetry."""
+    return subprocess_env(MLFLOW_DISABLE_TELEMETRY="true", **dict(base or {}), **extra)
 
 
 def run_small_sweep(
