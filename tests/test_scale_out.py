@@ -242,7 +242,8 @@ def test_three_workers_run_exactly_n_trials_once(three_workers: Finished) -> Non
 
 
 def test_artifacts_come_through_the_tracking_server(three_workers: Finished) -> None:
-    client = MlflowClient(three_workers.stack.server.url)
+    url = three_workers.stack.server.url
+    client = MlflowClient(url, registry_uri=url)  # not a registry URI left by another test
     version = client.get_model_version_by_alias(MODEL, "champion")
     run = client.get_run(version.run_id)
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/"), run.info.artifact_uri
