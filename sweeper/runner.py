@@ -117,7 +117,6 @@ class _FamilyWork:
     study: optuna.Study
     run_id: str
     objective: FamilyObjective
-    started: float
     progress: FamilyProgress
 
 
@@ -384,7 +383,7 @@ class _Worker:
             quiet=self.config.verbose == 0,
             initial=_done_count(study),
         )
-        work = _FamilyWork(family, study, run_id, objective, time.monotonic(), progress)
+        work = _FamilyWork(family, study, run_id, objective, progress)
         self.joined.append(work)
         return work
 
