@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -69,42 +69,61 @@ def tracking_uri(tmp_path: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve_model(
-    model_uri: str, tracking_uri: str, log_path: Path, *, timeout: float = 180.0
-) -> Iterator[str]:
-    """Run the real `mlflow models serve` for ``model_uri``; yield its base URL once /ping is 200.
+def running_server(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str],
+    log_path: Path,
+    ready_url: str,
+    timeout: float = 180.0,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server in its own process group; yield it once ``ready_url`` answers 200.
 
-    The server runs in its own process group, stopped (SIGTERM, then SIGKILL) as a whole on
-    exit, so the uvicorn process it starts cannot outlive the test. Its output goes to
-    ``log_path``, which is quoted when it does not come up within ``timeout`` seconds.
+    It is stopped (SIGTERM, then SIGKILL) as a whole on exit, so worker processes it starts
+    (uvicorn, gunicorn) cannot outlive the test. Its output goes to ``log_path``, quoted in the
+    RuntimeError raised when it does not come up within ``timeout`` seconds.
     """
     import requests
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     with open(log_path, "w") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
-             "-p", str(port), "--host", "127.0.0.1", "--env-manager", "local"],
-            env=subprocess_env(MLFLOW_TRACKING_URI=tracking_uri),
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            list(argv), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
             deadline = time.monotonic() + timeout
             while True:
                 try:
-                    if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    if requests.get(ready_url, timeout=2).status_code == 200:
                         break
                 except requests.ConnectionError:
                     pass
                 if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow models serve did not come up:\n{log_path.read_text()}")
-                time.sleep(0.5)
-            yield url
+                    raise RuntimeError(
+                        f"{' '.join(argv[:4])} did not come up:\n{log_path.read_text()}"
+                    )
+                time.sleep(0.3)
+            yield server
         finally:
             _stop_group(server)
+
+
+@contextlib.contextmanager
+def serve_model(
+    model_uri: str, tracking_uri: str, log_path: Path, *, timeout: float = 180.0
+) -> Iterator[str]:
+    """Run the real `mlflow models serve` for ``model_uri``; yield its base URL once /ping is 200
+    (see :func:`running_server`)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+            "-p", str(port), "--host", "127.0.0.1", "--env-manager", "local"]
+    with running_server(
+        argv, env=subprocess_env(MLFLOW_TRACKING_URI=tracking_uri), log_path=log_path,
+        ready_url=f"{url}/ping", timeout=timeout,
+    ):
+        yield url
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:

@@ -11,15 +11,12 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import requests
-
-from conftest import subprocess_env
+from conftest import free_port, running_server, subprocess_env
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -88,15 +85,6 @@ def run_small_sweep(
     return done
 
 
-def free_port() -> int:
-    """A free loopback port (closed again: the server binds it)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def mlflow_server(
     backend_store_uri: str, workdir: Path, *, startup_timeout: float = 120
@@ -104,42 +92,22 @@ def mlflow_server(
     """Run ``mlflow server`` on ``backend_store_uri``; yield its base URL once ``/health``
     answers, and stop it afterwards. Its log is ``workdir/mlflow-server.log``."""
     port = free_port()
-    log_path = workdir / "mlflow-server.log"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable, "-m", "mlflow", "server",
-                "--backend-store-uri", backend_store_uri,
-                "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            ],
-            cwd=workdir,
-            # The UI only reads runs: the job runner would add ~20 s to the start for nothing.
-            env=child_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + startup_timeout
-            while True:
-                try:
-                    if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"mlflow server did not come up on {url}:\n{log_path.read_text()}"
-                    )
-                time.sleep(0.3)
-            yield url
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    url = f"http://127.0.0.1:{port}"
+    argv = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", backend_store_uri,
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]
+    with running_server(
+        argv,
+        cwd=workdir,
+        # The UI only reads runs: the job runner would add ~20 s to the start for nothing.
+        env=child_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+        log_path=workdir / "mlflow-server.log",
+        ready_url=f"{url}/health",
+        timeout=startup_timeout,
+    ):
+        yield url
 
 
 @contextlib.contextmanager
