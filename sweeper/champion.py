@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
-import skops.io
+import sklearn
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
+from mlflow.models import Model, ModelSignature, infer_signature
+from mlflow.models.model import MLMODEL_FILE_NAME, ModelInfo
 from sklearn.base import BaseEstimator
 
+from sweeper import serving
 from sweeper.errors import SweepError
 from sweeper.objective import regression_scores
+from sweeper.serving import check_rows
 from sweeper.study import FamilyResult
 from sweeper.tracking import ROLE_FAMILY, TAG_CHAMPION, TAG_NAME, TAG_ROLE
 
@@ -29,6 +35,8 @@ CHAMPION_ALIAS = "champion"
 #: Model version tag: which study trial a version was refit from.
 TAG_VERSION_TRIAL = "sweep.trial_key"
 MODEL_NAME_IN_RUN = "model"
+#: The served model's data directory (under the model's ``data/``).
+_DATA_DIR = "model_data"
 
 #: What serving any champion needs, whatever its family.
 _BASE_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "skops")
@@ -79,9 +87,64 @@ def pip_requirements(model: BaseEstimator) -> list[str]:
     return [f"{name}=={importlib.metadata.version(name)}" for name in names]
 
 
-def trusted_types(model: BaseEstimator) -> list[str]:
-    """The types skops does not trust by default that this model needs, and nothing more."""
-    return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+class _ServedFlavor:
+    """The flavors of the logged champion, for :meth:`mlflow.models.Model.log`.
+
+    ``python_function`` loads :mod:`sweeper.serving` (copied into the model) over the skops
+    pipeline, so serving takes the compiled fast path; ``sklearn`` points at the same skops
+    file, so ``mlflow.sklearn.load_model`` still returns the fitted pipeline.
+    """
+
+    __name__ = "python_function"
+
+    def __init__(self, trusted: list[str]) -> None:
+        self.trusted = trusted
+
+    def save_model(self, path: str, mlflow_model: Model, **kwargs: Any) -> None:
+        mlflow.pyfunc.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+        mlflow_model.add_flavor(
+            "sklearn",
+            pickled_model=f"data/{_DATA_DIR}/{serving.PIPELINE_FILE}",
+            sklearn_version=sklearn.__version__,
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            code=None,
+            skops_trusted_types=self.trusted,
+        )
+        mlflow_model.save(str(Path(path) / MLMODEL_FILE_NAME))
+
+
+def log_served_model(
+    model: BaseEstimator,
+    *,
+    signature: ModelSignature,
+    input_example: pd.DataFrame,
+    check_rows: pd.DataFrame,
+) -> ModelInfo:
+    """Log the fitted pipeline ``model`` in the active run as :data:`MODEL_NAME_IN_RUN`.
+
+    The model carries the skops pipeline, the types skops must trust to load it (exactly
+    those it needs), rows to check the compiled fast path against when it loads, the
+    ``sweeper.serving`` module it loads with, and pinned requirements.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / _DATA_DIR
+        trusted = serving.save(model, data, rows=check_rows)
+        # The loader module, as the package it is imported from; nothing else of the project.
+        code = Path(tmp) / "sweeper"
+        code.mkdir()
+        for module in (Path(__file__).parent / "__init__.py", Path(serving.__file__)):
+            shutil.copy(module, code / module.name)
+        return Model.log(
+            artifact_path=None,
+            name=MODEL_NAME_IN_RUN,
+            flavor=_ServedFlavor(trusted),
+            loader_module=serving.__name__,
+            data_path=str(data),
+            code_paths=[str(code)],
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=pip_requirements(model),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,14 +193,8 @@ def refit_and_register(
         # The input example repeats MLflow's integer-column hint (see above).
         warnings.simplefilter("ignore", UserWarning)
         mlflow.log_metrics(test_metrics)
-        info = mlflow.sklearn.log_model(
-            model,
-            name=MODEL_NAME_IN_RUN,
-            signature=signature,
-            input_example=example,
-            pip_requirements=pip_requirements(model),
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-            skops_trusted_types=trusted_types(model),
+        info = log_served_model(
+            model, signature=signature, input_example=example, check_rows=check_rows(X_train)
         )
     # Registered with the version tags that find_registered() looks for, in the same call.
     version = mlflow.register_model(

@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from conftest import ROOT, serve_model, subprocess_env
+from sweeper import serving
 
 pytestmark = pytest.mark.e2e
 
@@ -175,7 +176,9 @@ def test_root_run_records_params_and_dataset(sweep: SweepRun) -> None:
     }
 
 
-def test_logged_model_has_signature_example_requirements_and_skops(sweep: SweepRun) -> None:
+def test_logged_model_has_signature_example_requirements_skops_and_fast_path(
+    sweep: SweepRun,
+) -> None:
     uri = f"models:/{MODEL_NAME}@champion"
     info = mlflow.models.get_model_info(uri)
     inputs = {c.name for c in info.signature.inputs.inputs}
@@ -188,8 +191,19 @@ def test_logged_model_has_signature_example_requirements_and_skops(sweep: SweepR
     assert all("==" in r for r in requirements)
     flavor = info.flavors["sklearn"]
     assert flavor["serialization_format"] == "skops"
-    assert (local / "model.skops").exists()
+    assert (local / flavor["pickled_model"]).exists()
     assert (local / "input_example.json").exists()
+    # Served through the compiled fast path, which the model's own loader checked on load...
+    assert info.flavors["python_function"]["loader_module"] == "sweeper.serving"
+    code = sorted(p.relative_to(local / "code").as_posix() for p in local.glob("code/**/*.py"))
+    assert code == ["sweeper/__init__.py", "sweeper/serving.py"]
+    served = serving.load(local / info.flavors["python_function"]["data"])
+    assert served.fallback_reason == ""
+    # ...and the same fitted pipeline is there for scikit-learn users.
+    pipeline = mlflow.sklearn.load_model(uri)
+    rows = pd.DataFrame(CURL_BODY["dataframe_split"]["data"],
+                        columns=CURL_BODY["dataframe_split"]["columns"])
+    assert served.predict(rows)[0] == pytest.approx(pipeline.predict(rows)[0], rel=1e-12)
 
 
 @pytest.fixture(scope="module")

@@ -210,3 +210,28 @@ def test_null_string_is_scored_the_same_alone_or_in_a_batch(served: Served) -> N
     batch = served.post(_split(COLUMNS, _row(smoker=None), _row(smoker="no")))
     assert batch.status_code == 200, batch.text
     assert alone == pytest.approx(batch.json()["predictions"][0])
+
+
+def test_served_predictions_are_the_fitted_pipelines(served: Served) -> None:
+    # The server answers through the compiled fast path (sweeper.serving); the sklearn flavor
+    # of the same model is the plain fitted pipeline. They agree on ordinary and edge rows.
+    import mlflow
+    import pandas as pd
+
+    rows = [
+        _row(), _row(age=64, smoker="no"), _row(bmi=None), _row(sex=None, region="mars"),
+        _row(smoker=None, region=None), _row(sex="other", bmi=50.1, children=5),
+    ]
+    served_predictions = served.post(_split(COLUMNS, *rows)).json()["predictions"]
+    frame = pd.DataFrame(rows, columns=COLUMNS).astype(
+        {"age": "int64", "children": "int64", "bmi": "float64"}
+    )
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(served.uri)
+    mlflow.set_registry_uri(served.uri)
+    try:
+        expected = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}@champion").predict(frame)
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+    assert served_predictions == pytest.approx(list(expected), rel=1e-12)

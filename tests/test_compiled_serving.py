@@ -1,0 +1,330 @@
+"""The served model's compiled fast path (:mod:`sweeper.serving`): the same predictions as the
+fitted pipeline for every family, and the pipeline itself wherever it cannot be compiled or
+disagrees.
+
+"The same" is the same arithmetic in the same order; only a dot product over an array laid out
+differently in memory may round its last bit differently (BLAS sums in another order), hence a
+relative tolerance of 1e-12 rather than bitwise equality.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder
+
+from objectives import FAMILIES, Family
+from sweeper import serving
+from sweeper.serving import NotCompilable, ServedPipeline, check_rows, compile_pipeline
+
+NUMERIC = ["age", "bmi", "children"]
+CATEGORICAL = ["sex", "smoker", "region"]
+
+families = pytest.mark.parametrize("family", list(FAMILIES.values()), ids=list(FAMILIES))
+
+
+@pytest.fixture(scope="module")
+def insurance(insurance_csv: Path) -> tuple[pd.DataFrame, pd.Series]:
+    frame = pd.read_csv(insurance_csv)
+    return frame.drop(columns="charges"), frame["charges"]
+
+
+def _same(got: np.ndarray, expected: np.ndarray) -> None:
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0.0)
+
+
+def _fit(family: Family, X: pd.DataFrame, y: pd.Series, **columns: list[str]) -> Pipeline:
+    # The search space's fixed parameters on top of the library defaults: a real first trial.
+    pipeline = family.build_pipeline(
+        dict(family.search_space().fixed),
+        numeric=columns.get("numeric", NUMERIC),
+        categorical=columns.get("categorical", CATEGORICAL),
+        random_state=0,
+    )
+    return pipeline.fit(X.iloc[:1000], y.iloc[:1000])
+
+
+def _hard_rows(X: pd.DataFrame) -> pd.DataFrame:
+    """Held-out rows, then rows with missing cells (NaN and None) and unseen categories."""
+    rows = X.iloc[1000:].astype({c: "float64" for c in NUMERIC}).astype(
+        {c: object for c in CATEGORICAL}
+    )
+    edits: list[dict[str, Any]] = [
+        {"age": np.nan},
+        {"bmi": np.nan, "children": np.nan},
+        {"sex": None},
+        {"smoker": np.nan, "region": None},
+        {"region": "antarctica"},
+        {"sex": "other", "smoker": "sometimes", "age": np.nan},
+        {c: (np.nan if c in NUMERIC else None) for c in X.columns},
+    ]
+    edited = []
+    for i, edit in enumerate(edits):
+        row = rows.iloc[[i]].copy()
+        for column, value in edit.items():
+            row[column] = pd.Series([value], index=row.index, dtype=rows[column].dtype)
+        edited.append(row)
+    return pd.concat([rows, *edited], ignore_index=True)
+
+
+@families
+def test_compiled_pipeline_predicts_exactly_what_the_pipeline_predicts(
+    family: Family, insurance: tuple[pd.DataFrame, pd.Series]
+) -> None:
+    X, y = insurance
+    pipeline = _fit(family, X, y)
+    rows = _hard_rows(X)
+    fast = compile_pipeline(pipeline)
+    _same(fast(rows), pipeline.predict(rows))
+    # One row at a time, as a served request sends it, and the raw (pandas string) columns.
+    for i in range(3):
+        _same(fast(X.iloc[[i]]), pipeline.predict(X.iloc[[i]]))
+    served = ServedPipeline(pipeline, check_rows(X))
+    assert (served.fast is not None, served.fallback_reason) == (True, "")
+    _same(served.predict(rows), pipeline.predict(rows))
+    assert served.get_raw_model() is pipeline
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [{"numeric": NUMERIC, "categorical": []}, {"numeric": [], "categorical": CATEGORICAL}],
+    ids=["numeric-only", "categorical-only"],
+)
+@families
+def test_any_mix_of_columns_compiles(
+    family: Family, columns: dict[str, list[str]], insurance: tuple[pd.DataFrame, pd.Series]
+) -> None:
+    X, y = insurance
+    pipeline = _fit(family, X, y, **columns)
+    rows = _hard_rows(X)
+    _same(compile_pipeline(pipeline)(rows), pipeline.predict(rows))
+
+
+def _with_one_hot(X: pd.DataFrame, y: pd.Series, **settings: Any) -> Pipeline:
+    pipeline = FAMILIES["random_forest"].build_pipeline(
+        {"n_estimators": 5}, numeric=NUMERIC, categorical=CATEGORICAL, random_state=0
+    )
+    encoder = OneHotEncoder(sparse_output=False, **settings)
+    return pipeline.set_params(preprocess__categorical__one_hot=encoder).fit(X, y)
+
+
+def _forest_pipeline(X: pd.DataFrame, y: pd.Series) -> Pipeline:
+    return _fit(FAMILIES["random_forest"], X, y)
+
+
+# (id, how to break the fitted pipeline, the reason ServedPipeline gives for falling back)
+NOT_COMPILABLE: list[tuple[str, Callable[[Pipeline, pd.DataFrame, pd.Series], Any], str]] = [
+    (
+        "bare-estimator",
+        lambda p, X, y: p.steps[1][1],
+        "not compilable: expected a 2-step Pipeline, got RandomForestRegressor",
+    ),
+    (
+        "three-steps",
+        lambda p, X, y: Pipeline([*p.steps[:1], ("noop", "passthrough"), p.steps[1]]),
+        "not compilable: expected a 2-step Pipeline, got Pipeline",
+    ),
+    (
+        "min-max-scaler",
+        lambda p, X, y: Pipeline(
+            [
+                ("preprocess", ColumnTransformer([("numeric", MinMaxScaler(), NUMERIC)])),
+                ("model", RandomForestRegressor(n_estimators=5, random_state=0)),
+            ]
+        ).fit(X, y),
+        "not compilable: ColumnTransformer branch 'numeric': MinMaxScaler",
+    ),
+    (
+        "passthrough-branch",
+        lambda p, X, y: Pipeline(
+            [
+                ("preprocess", ColumnTransformer([("numeric", "passthrough", NUMERIC)])),
+                ("model", RandomForestRegressor(n_estimators=5, random_state=0)),
+            ]
+        ).fit(X, y),
+        "not compilable: ColumnTransformer branch 'numeric': FunctionTransformer",
+    ),
+    (
+        "columns-by-index",
+        lambda p, X, y: Pipeline(
+            [
+                ("preprocess", ColumnTransformer(
+                    [("numeric", Pipeline([("impute", SimpleImputer())]), [0, 2])]
+                )),
+                ("model", RandomForestRegressor(n_estimators=5, random_state=0)),
+            ]
+        ).fit(X, y),
+        "not compilable: ColumnTransformer branch 'numeric' selects [0, 2]",
+    ),
+    (
+        "unknown-step",
+        lambda p, X, y: Pipeline(
+            [
+                ("preprocess", ColumnTransformer(
+                    [("numeric", Pipeline([("scale", MinMaxScaler())]), NUMERIC)]
+                )),
+                ("model", RandomForestRegressor(n_estimators=5, random_state=0)),
+            ]
+        ).fit(X, y),
+        "not compilable: step MinMaxScaler",
+    ),
+    (
+        "imputer-indicator",
+        lambda p, X, y: Pipeline(
+            [
+                ("preprocess", ColumnTransformer(
+                    [("numeric", Pipeline([("impute", SimpleImputer(add_indicator=True))]),
+                      NUMERIC)]
+                )),
+                ("model", RandomForestRegressor(n_estimators=5, random_state=0)),
+            ]
+        ).fit(X, y),
+        "not compilable: SimpleImputer with add_indicator or keep_empty_features",
+    ),
+    (
+        "one-hot-drop",
+        lambda p, X, y: _with_one_hot(X, y, drop="first"),
+        "not compilable: OneHotEncoder with drop or handle_unknown other than 'ignore'",
+    ),
+    (
+        "one-hot-infrequent",
+        lambda p, X, y: _with_one_hot(X, y, handle_unknown="infrequent_if_exist", min_frequency=5),
+        "not compilable: OneHotEncoder with drop or handle_unknown other than 'ignore'",
+    ),
+    (
+        "one-hot-max-categories",
+        lambda p, X, y: _with_one_hot(X, y, handle_unknown="ignore", max_categories=2),
+        "not compilable: OneHotEncoder with infrequent categories",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("breaking", "reason"),
+    [(b, r) for _, b, r in NOT_COMPILABLE],
+    ids=[i for i, _, _ in NOT_COMPILABLE],
+)
+def test_what_cannot_be_compiled_is_served_by_the_pipeline(
+    breaking: Callable[[Pipeline, pd.DataFrame, pd.Series], Any],
+    reason: str,
+    insurance: tuple[pd.DataFrame, pd.Series],
+) -> None:
+    X, y = insurance
+    model = breaking(_forest_pipeline(X, y), X, y)
+    with pytest.raises(NotCompilable):
+        compile_pipeline(model)
+    served = ServedPipeline(model, X.head(5))
+    assert (served.fast, served.fallback_reason) == (None, reason)
+    rows = X.iloc[1000:1010] if isinstance(model, Pipeline) else None
+    if rows is not None:
+        _same(served.predict(rows), model.predict(rows))
+
+
+def test_a_compiled_pipeline_that_disagrees_is_not_used(
+    insurance: tuple[pd.DataFrame, pd.Series],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # What a future scikit-learn that computes a step differently would look like.
+    X, y = insurance
+    pipeline = _forest_pipeline(X, y)
+    monkeypatch.setattr(
+        serving, "compile_pipeline", lambda p: (lambda frame: p.predict(frame) + 1.0)
+    )
+    with caplog.at_level(logging.WARNING, logger=serving.__name__):
+        served = ServedPipeline(pipeline, check_rows(X))
+    reason = "the compiled pipeline disagrees with the pipeline (max |diff| 1.0)"
+    assert (served.fast, served.fallback_reason) == (None, reason)
+    assert caplog.messages == [f"serving with the plain pipeline: {reason}"]
+    _same(served.predict(X.head(3)), pipeline.predict(X.head(3)))
+
+
+def test_a_compiled_pipeline_that_fails_on_the_check_rows_is_not_used(
+    insurance: tuple[pd.DataFrame, pd.Series], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    X, y = insurance
+    pipeline = _forest_pipeline(X, y)
+
+    def broken(frame: pd.DataFrame) -> np.ndarray:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(serving, "compile_pipeline", lambda p: broken)
+    served = ServedPipeline(pipeline, check_rows(X))
+    assert served.fallback_reason == (
+        "the compiled pipeline failed on the check rows: RuntimeError('boom')"
+    )
+
+
+# Inputs the fast path does not take: the pipeline answers them, with its own result or error.
+BAD_INPUTS: list[tuple[str, Callable[[pd.DataFrame], pd.DataFrame]]] = [
+    ("missing-column", lambda X: X.drop(columns="bmi")),
+    ("number-in-text-column", lambda X: X.astype({"region": object}).assign(region=7)),
+    ("text-in-number-column", lambda X: X.astype({"bmi": object}).assign(bmi="fat")),
+    ("numpy-array", lambda X: X.to_numpy()),
+]
+
+
+def _outcome(predict: Callable[[Any], np.ndarray], rows: Any) -> tuple[str, Any]:
+    try:
+        return "result", list(predict(rows))
+    except Exception as error:  # noqa: BLE001 - the error is the outcome compared
+        return type(error).__name__, str(error)
+
+
+@pytest.mark.parametrize("make", [m for _, m in BAD_INPUTS], ids=[i for i, _ in BAD_INPUTS])
+def test_inputs_the_fast_path_refuses_get_the_pipelines_answer(
+    make: Callable[[pd.DataFrame], Any], insurance: tuple[pd.DataFrame, pd.Series]
+) -> None:
+    X, y = insurance
+    pipeline = _forest_pipeline(X, y)
+    served = ServedPipeline(pipeline, check_rows(X))
+    rows = make(X.head(3))
+    assert _outcome(served.predict, rows) == _outcome(pipeline.predict, rows)
+
+
+def test_check_rows_add_a_missing_row_and_an_unseen_row(
+    insurance: tuple[pd.DataFrame, pd.Series],
+) -> None:
+    X, _ = insurance
+    rows = check_rows(X, n=3)
+    assert len(rows) == 5
+    assert rows.iloc[3].isna().all()
+    assert list(rows.iloc[4][CATEGORICAL]) == ["<unseen>"] * 3
+    assert list(rows.iloc[4][NUMERIC]) == list(X.iloc[0][NUMERIC])
+
+
+def test_saved_model_loads_with_exactly_its_trusted_types(
+    insurance: tuple[pd.DataFrame, pd.Series], tmp_path: Path
+) -> None:
+    X, y = insurance
+    pipeline = _forest_pipeline(X, y)
+    trusted = serving.save(pipeline, tmp_path / "model", rows=check_rows(X))
+    assert trusted == ["numpy.dtype", "sklearn.tree._tree.Tree"]
+    served = serving._load_pyfunc(str(tmp_path / "model"))
+    assert served.fallback_reason == ""
+    rows = _hard_rows(X)
+    _same(served.predict(rows), pipeline.predict(rows))
+
+
+def test_loading_obeys_mlflows_deserialization_switch(
+    insurance: tuple[pd.DataFrame, pd.Series], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    X, y = insurance
+    serving.save(_forest_pipeline(X, y), tmp_path / "model", rows=check_rows(X))
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    with pytest.raises(PermissionError) as error:
+        serving.load(tmp_path / "model")
+    assert str(error.value) == (
+        "loading this model is disallowed because MLFLOW_ALLOW_PICKLE_DESERIALIZATION is not "
+        "'true'; set it to 'true' for models you trust"
+    )
