@@ -91,7 +91,6 @@ def _no_tracking() -> None:
     The champion is still refit on the training part and scored on the test part."""
     import sweeper.runner as runner
     from sweeper.champion import ChampionModel
-    from sweeper.objective import regression_scores
 
     class _Run:
         info = types.SimpleNamespace(run_id="null-root", experiment_id="0")
@@ -102,10 +101,20 @@ def _no_tracking() -> None:
         def __exit__(self, *exc: object) -> None:
             return None
 
-    def refit_only(champion, model, *, X_train, y_train, X_test, y_test, model_name, root_run_id):  # noqa: ANN001, ANN202
-        model.fit(X_train, y_train)
-        rmse, mae, r2 = regression_scores(y_test, model.predict(X_test))
-        return ChampionModel(champion.family, champion.run_id, rmse, mae, r2, "", model_name, "")
+    def register_nothing(champion, model, test_metrics, *, X_train, model_name, root_run_id):  # noqa: ANN001, ANN202
+        return ChampionModel(champion.family, champion.run_id, test_metrics["test_rmse"],
+                             test_metrics["test_mae"], test_metrics["test_r2"], "", model_name, "")
+
+    class _NoDrawer:
+        """No plots, no report: they exist to be logged."""
+
+        directory = Path(".")
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def __getattr__(self, name: str) -> Any:  # start, family, prefetch, current, close, ...
+            return lambda *args, **kwargs: None
 
     runner.mlflow = types.SimpleNamespace(  # type: ignore[assignment]
         start_run=lambda *a, **k: _Run(), end_run=lambda *a, **k: None,
@@ -118,9 +127,11 @@ def _no_tracking() -> None:
     runner._log_root = lambda *a, **k: None
     runner.mark_champion = lambda *a, **k: None
     runner.find_registered = lambda *a, **k: None
-    runner.refit_and_register = refit_only
-    if hasattr(runner, "_log_reports"):  # plots and the champion report, logged as artifacts
-        runner._log_reports = lambda *a, **k: None
+    # The champion is still refit on the training part and scored on the test part
+    # (sweeper.champion.refit); only its logging and registration are left out.
+    runner.log_and_register = register_nothing
+    runner.Drawer = _NoDrawer  # type: ignore[assignment,misc]
+    runner._log_drawings = lambda *a, **k: None
 
 
 def _phase_timers(phases: dict[str, float]) -> None:
@@ -143,8 +154,6 @@ def _phase_timers(phases: dict[str, float]) -> None:
     runner._wait_children = timed("wait_children", runner._wait_children)
     runner._prepare_tracking = timed("prepare_tracking", runner._prepare_tracking)
     runner._log_root = timed("log_root", runner._log_root)
-    if hasattr(runner, "_log_reports"):
-        runner._log_reports = timed("reports", runner._log_reports)
 
 
 def run_our_sweep(spec: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +208,7 @@ def run_our_sweep(spec: dict[str, Any]) -> dict[str, Any]:
         "test_rmse": outcome.champion.test_rmse,
         "family": outcome.champion.family,
         "model_uri": outcome.champion.model_uri,
-        "phases": phases,
+        "phases": {**phases, **{f"sweep.{k}": v for k, v in outcome.timings.items()}},
         "store_init_seconds": store_init,
         "trial_values": trials,
         "report": out.getvalue(),

@@ -48,7 +48,7 @@ ROWS = ("baseline", "random", "sweep", "no_pruning", "tracking", "flaml", "budge
 
 FULL = {
     "n_trials": 50, "baseline_families": BASELINE_FAMILIES, "sweep_families": "all",
-    "tracking_trials": 6, "tracking_families": "all", "repeats": 3,
+    "tracking_trials": 20, "tracking_families": "all", "repeats": 3,
     "budget": 30.0, "flaml_budget": 30.0, "requests": 300, "batch_rows": 10_000, "batches": 5,
 }
 SMOKE = {
@@ -366,9 +366,12 @@ def table(results: list[Result]) -> str:
         if r.get("flaml_reported_cv") is not None:
             notes.append(f"FLAML's own CV {r.get('flaml_reported_cv'):,.1f} on the same folds")
         if r.get("phases"):
+            # This command's phases, as the sweep measured them (SweepOutcome.timings).
             p = r.get("phases")
-            notes.append(f"champion {p.get('champion', 0):.1f} s (reports {p.get('reports', 0):.1f} s), "
-                         f"drain {p.get('drain', 0):.1f} s, join {p.get('join', 0):.1f} s")
+            notes.append(f"setup {p.get('sweep.setup', 0):.1f} s, trials "
+                         f"{p.get('sweep.trials', 0):.1f} s, champion "
+                         f"{p.get('sweep.champion', 0):.1f} s, then waited "
+                         f"{p.get('sweep.drawing_wait', 0):.1f} s for the plots")
         lines.append(f"| {r.label} | {fmt(r.get('seconds'))} | {fmt(r.get('trials'))} | "
                      f"{fmt(r.get('cv_rmse'))} | {fmt(r.get('test_rmse'))} | {'; '.join(notes)} |")
     return "\n".join(lines)
@@ -391,8 +394,8 @@ def targets(by: dict[str, Result], serving: dict[str, Any] | None, smoke: bool) 
             loop = _loop_seconds(by[key]) / _loop_seconds(none)
             out.append(f"| 1. tracking overhead on {name} ≤ 1.02× | {ratio:.3f}× "
                        f"({by[key].get('seconds'):.1f} s vs {none.get('seconds'):.1f} s, medians; "
-                       f"identical trials: {'yes' if same else 'no'}); trial loop alone "
-                       f"(without the one-off root run and champion logging): {loop:.3f}× "
+                       f"identical trials: {'yes' if same else 'no'}); the trials alone "
+                       f"(without set-up, champion logging and plots): {loop:.3f}× "
                        f"| {verdict(ratio <= 1.02)} |")
     if ok("sweep", "baseline"):
         s, b = by["sweep"], by["baseline"]
@@ -425,11 +428,10 @@ def targets(by: dict[str, Result], serving: dict[str, Any] | None, smoke: bool) 
 
 
 def _loop_seconds(result: Result) -> float:
-    """A sweep's time without its one-off MLflow work: tracking set-up, the root run's params
-    and dataset, and the champion's selection, refit, logging and registration."""
+    """A sweep's trials phase alone (its trials and the wait for other workers' last ones),
+    without set-up, the champion's refit, logging and registration, and the plots."""
     phases = result.get("phases") or {}
-    one_off = sum(phases.get(k, 0.0) for k in ("prepare_tracking", "log_root", "champion"))
-    return float(result.get("seconds")) - one_off
+    return float(phases.get("sweep.trials", result.get("seconds")))
 
 
 def serving_text(serving: dict[str, Any] | None) -> list[str]:

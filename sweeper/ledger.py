@@ -99,6 +99,47 @@ def claim_study(
         return study, False
 
 
+#: User attr of an :class:`OwnedClaim`'s study: the ``host:pid`` of its owner.
+ATTR_OWNER = "worker"
+
+
+class OwnedClaim:
+    """Work that one worker at a time may do, such as registering a champion: whoever creates
+    the study ``name`` owns it, and it is taken over when its owner died.
+
+    Creating the study and writing the owner's name are two storage calls: a claim found
+    without an owner belongs to a worker that died in between, and is taken over once it has
+    stayed so for ``unowned_grace`` seconds.
+    """
+
+    def __init__(
+        self, storage: BaseStorage, name: str, *, seed: int, unowned_grace: float = 10.0
+    ) -> None:
+        self.storage = storage
+        self.name = name
+        self.seed = seed
+        self.unowned_grace = unowned_grace
+        self._unowned_since: float | None = None
+
+    def try_take(self) -> bool:
+        """Own the claim now if nobody alive does; false when another live worker owns it."""
+        study, created = claim_study(self.storage, self.name, seed=self.seed)
+        owner = study.user_attrs.get(ATTR_OWNER)
+        if owner:
+            self._unowned_since = None
+        elif self._unowned_since is None:
+            self._unowned_since = time.monotonic()
+        abandoned = (
+            self._unowned_since is not None
+            and time.monotonic() - self._unowned_since >= self.unowned_grace
+        )
+        now = time.time()
+        if created or abandoned or (owner and worker_is_dead(owner, now, now)):
+            study.set_user_attr(ATTR_OWNER, worker_id())
+            return True
+        return False
+
+
 def wait_for_attrs(
     study: optuna.Study, keys: tuple[str, ...], *, timeout: float = 120.0
 ) -> Mapping[str, Any]:

@@ -28,6 +28,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from optuna.trial import TrialState
+from sklearn.base import BaseEstimator, RegressorMixin
 
 from sweeper.objective import ATTR_RMSE_STD
 from sweeper.study import FamilyResult
@@ -342,9 +343,10 @@ def champion_report(
     _save(lambda: _residuals(y_true, y_pred, family), out_dir / "residuals.png")
 
     # On the raw columns through the whole pipeline: shuffling "region" shuffles all its
-    # one-hot columns together, so the importance is per input a user knows.
+    # one-hot columns together, so the importance is per input a user knows. The compiled
+    # pipeline (the served one, the same predictions) makes its 30 predictions 2-4x faster.
     importance = permutation_importance(
-        model,
+        _compiled(model),
         X_test,
         y_test,
         scoring="neg_root_mean_squared_error",
@@ -392,6 +394,35 @@ def champion_report(
     report = out_dir / "report.html"
     report.write_text(page, encoding="utf-8")
     return report
+
+
+class _CompiledRegressor(RegressorMixin, BaseEstimator):
+    """A fitted pipeline's compiled predict (:func:`sweeper.serving.compile_pipeline`) as the
+    fitted regressor scikit-learn's inspection tools expect."""
+
+    def __init__(self, predict_fn: Callable[[pd.DataFrame], np.ndarray] | None = None) -> None:
+        self.predict_fn = predict_fn
+
+    def fit(self, X: Any, y: Any = None) -> _CompiledRegressor:  # noqa: ARG002 - fitted already
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        if self.predict_fn is None:
+            raise ValueError("_CompiledRegressor needs predict_fn, but got None")
+        return self.predict_fn(X)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+
+def _compiled(model: Any) -> Any:
+    """``model`` with its compiled predict when it compiles, else ``model`` itself."""
+    from sweeper.serving import NotCompilable, compile_pipeline
+
+    try:
+        return _CompiledRegressor(compile_pipeline(model))
+    except NotCompilable:
+        return model
 
 
 def _new_figure(width: float = 6.4, height: float = 4.8) -> Figure:

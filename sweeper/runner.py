@@ -15,11 +15,10 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -42,15 +41,18 @@ from sweeper.champion import (
     CHAMPION_ALIAS,
     ChampionModel,
     find_registered,
+    log_and_register,
     mark_champion,
-    refit_and_register,
+    refit,
     select_champion,
 )
 from sweeper.config import SweepConfig, derive_model_name, new_sweep_name
 from sweeper.data import Dataset, Split, load_dataset, split_dataset
+from sweeper.drawing import Drawer
 from sweeper.errors import SweepError
 from sweeper.objective import FamilyObjective, config_of
 from sweeper.preflight import check_tracking_server
+from sweeper.processes import die_with_parent
 from sweeper.progress import FamilyProgress, format_duration
 from sweeper.study import (
     ATTR_RUN_ID,
@@ -109,6 +111,11 @@ class SweepOutcome:
     root_run_id: str
     results: tuple[FamilyResult, ...]
     champion: ChampionModel
+    #: Wall seconds of this command's phases: ``setup`` (data, storage, runs), ``trials``
+    #: (this worker's trials and the wait for the others'), ``champion`` (refit, test, model
+    #: logging and registration; absent when another worker registered it), ``drawing_wait``
+    #: (what was left of the plots and report when that was done) and ``total``.
+    timings: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -126,6 +133,8 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
     Every input is validated before the first run or trial is made.
     """
     out = out or sys.stdout
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
     budget_deadline = _budget_deadline(config)
     families = resolve_families(config.families)
     for family in families:
@@ -186,35 +195,60 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
         _print_links(tracker, out)
         worker = _Worker(storage, tracker, config, split, dataset, out)
         children = _spawn_workers(config, sweep_name, me.info.experiment_id, budget_deadline)
+        # The command's first process registers the champion (the workers it spawns leave it
+        # to it) and draws the plots, in helper processes at the lowest CPU priority: each
+        # family is drawn as soon as it is complete, with what the trials leave of the cores
+        # (a whole core with one worker), and the rest when the trials are done. (With a time
+        # budget the families end together, so they are drawn at the end.)
+        spawned = _SPAWNED_ENV in os.environ
+        draw_early = budget_deadline is None and not spawned
+        drawer = Drawer(config.storage, processes=_drawing_processes())
         try:
+            if draw_early:
+                drawer.start()
             works = [worker.join(family, sweep_name, fingerprint) for family in families]
+            timings["setup"] = time.perf_counter() - started
             if budget_deadline is not None:
                 worker.share_budget(works, budget_deadline)
             else:
                 for work in works:
                     worker.work_on(work)
+                    if draw_early:
+                        # After this family's last trial is logged and told (in order).
+                        worker.logger.submit(partial(_draw_if_complete, drawer, work.study))
+            if not spawned:
+                drawer.start()  # their imports overlap the wait for other workers' last trials
             worker.drain(works, budget_deadline)
             # Workers killed while this one worked left their own runs RUNNING.
             now = time.time()
             tracker.close_dead_worker_runs(lambda w: ledger.worker_is_dead(w, now, now))
             results = [worker.finish(work) for work in works]
+            timings["trials"] = time.perf_counter() - started - timings["setup"]
             champion = _settle_champion(
                 results, families, storage, sweep_study, tracker, split, dataset, config,
-                model_name, root_run_id,
+                model_name, root_run_id, drawer, timings, may_register=not spawned,
             )
             if root_run_id != me.info.run_id:
                 client.set_terminated(root_run_id, RunStatus.to_string(RunStatus.FINISHED))
         except BaseException as error:
+            drawer.close()
             worker.abort(error, root_run_id if root_run_id != me.info.run_id else None)
             _stop_children(children, error)
             if isinstance(error, KeyboardInterrupt):
                 mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
             raise
+        drawer.close()
         worker.close()
         _wait_children(children)
-    outcome = SweepOutcome(sweep_name, root_run_id, tuple(results), champion)
+    timings["total"] = time.perf_counter() - started
+    outcome = SweepOutcome(sweep_name, root_run_id, tuple(results), champion, timings)
     print_report(outcome, out=out)
     return outcome
+
+
+def _draw_if_complete(drawer: Drawer, study: optuna.Study) -> None:
+    if unfinished(study) == (0, 0):
+        drawer.family(study.study_name)
 
 
 def _prepare_tracking() -> None:
@@ -295,11 +329,16 @@ def run_champion(
                 tracker.finish_family(run_id, result.best, counts=result.counts,
                                       error=result.first_error)
             results.append(result)
-        champion = _settle_champion(
-            results, families, storage, sweep_study, tracker, split, dataset, config,
-            str(recorded[ATTR_MODEL_NAME]), root_run_id,
-        )
-    outcome = SweepOutcome(sweep_name, root_run_id, tuple(results), champion)
+        drawer = Drawer(storage_url, processes=_drawing_processes())
+        timings: dict[str, float] = {}
+        try:
+            champion = _settle_champion(
+                results, families, storage, sweep_study, tracker, split, dataset, config,
+                str(recorded[ATTR_MODEL_NAME]), root_run_id, drawer, timings,
+            )
+        finally:
+            drawer.close()
+    outcome = SweepOutcome(sweep_name, root_run_id, tuple(results), champion, timings)
     print_report(outcome, out=out)
     return outcome
 
@@ -549,20 +588,32 @@ def _settle_champion(
     config: SweepConfig,
     model_name: str,
     root_run_id: str,
+    drawer: Drawer,
+    timings: dict[str, float],
+    *,
+    may_register: bool = True,
 ) -> ChampionModel:
-    """Select the champion; register it once, however many workers get here."""
+    """Select the champion; register it once, however many workers get here.
+
+    A worker that may not register (spawned by a command, which registers itself) waits until
+    a champion is registered.
+    """
     champion = select_champion(results)
     if champion.best is None:  # select_champion returns only families with a best trial
         raise RuntimeError("champion without a best trial")
     key = f"{champion.family}/{champion.best.number}"
     claim_name = f"{sweep_study.study_name}.champion.{champion.family}-{champion.best.number}"
+    claim = ledger.OwnedClaim(storage, claim_name, seed=config.seed)
     while True:
         registered = sweep_study.user_attrs.get(ATTR_CHAMPION)
-        if registered and registered.get("key") == key:
+        # A spawned worker takes any registration: its report goes nowhere, and it must not
+        # wait for ever on a key its parent (which registers) might have seen differently.
+        if registered and (registered.get("key") == key or not may_register):
             return ChampionModel(**{k: v for k, v in registered.items() if k != "key"})
-        claim, won = ledger.claim_study(storage, claim_name, seed=config.seed)
-        if won or ledger.worker_is_dead(claim.user_attrs.get("worker"), time.time(), time.time()):
-            claim.set_user_attr("worker", ledger.worker_id())
+        if not may_register:
+            time.sleep(_POLL)
+            continue
+        if claim.try_take():
             break
         time.sleep(_POLL)
     mark_champion(tracker.client, tracker.experiment_id, tracker.sweep_name, champion.run_id)
@@ -570,6 +621,11 @@ def _settle_champion(
     if registered_model is not None:
         sweep_study.set_user_attr(ATTR_CHAMPION, {"key": key, **dataclasses.asdict(registered_model)})
         return registered_model
+    # The plots are drawn in helper processes while the champion is refit, logged and
+    # registered here; only what is left of the drawing when that is done is waited for.
+    n_trials = {r.study_name: _trial_count(storage, r.study_name) for r in results}
+    drawer.prefetch({name: n for name, n in n_trials.items() if name != champion.study_name})
+    started = time.perf_counter()
     family = next(f for f in families if f.name == champion.family)
     model = family.build_pipeline(
         config_of(champion.best),
@@ -577,71 +633,72 @@ def _settle_champion(
         categorical=dataset.categorical_columns,
         random_state=config.seed,
     )
-    registered_model = refit_and_register(
-        champion,
-        model,
-        X_train=split.X_train,
-        y_train=split.y_train,
+    test_metrics = refit(
+        model, X_train=split.X_train, y_train=split.y_train, X_test=split.X_test,
+        y_test=split.y_test,
+    )
+    leaderboard = report.leaderboard_frame(results, champion.family, test_metrics["test_rmse"])
+    champion_report = drawer.champion_report(
+        champion.study_name,
+        drawer.current(champion.study_name, n_trials[champion.study_name]),
+        model=model,
         X_test=split.X_test,
         y_test=split.y_test,
-        model_name=model_name,
+        family=champion.family,
+        config=config_of(champion.best),
+        cv_rmse=float(champion.rmse),  # type: ignore[arg-type]
+        test_metrics=test_metrics,
+        leaderboard=leaderboard,
+        out_dir=drawer.directory / "report",
+        seed=config.seed,
+        title=f"Sweep {tracker.sweep_name}: champion {champion.family}",
+    )
+    registered_model = log_and_register(
+        champion, model, test_metrics, X_train=split.X_train, model_name=model_name,
         root_run_id=root_run_id,
     )
-    _log_reports(results, storage, tracker, champion, model, split, registered_model, config)
+    timings["champion"] = time.perf_counter() - started
+    started = time.perf_counter()
+    _log_drawings(results, champion, n_trials, leaderboard, champion_report, drawer, tracker)
+    timings["drawing_wait"] = time.perf_counter() - started
     sweep_study.set_user_attr(
         ATTR_CHAMPION, {"key": key, **dataclasses.asdict(registered_model)}
     )
     return registered_model
 
 
-def _log_reports(
-    results: Sequence[FamilyResult],
-    storage: BaseStorage,
-    tracker: SweepTracker,
-    champion: FamilyResult,
-    model: Any,
-    split: Split,
-    registered: ChampionModel,
-    config: SweepConfig,
-) -> None:
-    """Plots on each family run; leaderboard and champion report on the root run.
+def _trial_count(storage: BaseStorage, name: str) -> int:
+    return len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
 
-    Made once per champion, by the worker that registers it.
-    """
-    with tempfile.TemporaryDirectory(prefix="sweep-report-") as tmp:
-        champion_plots: list[Path] = []
-        for result in results:
-            plots_dir = Path(tmp) / "plots" / result.family
-            study = optuna.load_study(storage=storage, study_name=result.study_name)
-            plots = report.family_plots(study, plots_dir)
-            if plots:
-                tracker.client.log_artifacts(result.run_id, str(plots_dir), "plots")
-            if result.family == champion.family:
-                champion_plots = plots
-        frame = report.leaderboard_frame(results, champion.family, registered.test_rmse)
-        report_dir = Path(tmp) / "report"
-        report_dir.mkdir()
-        frame.to_csv(report_dir / "leaderboard.csv", index=False)
-        (report_dir / "leaderboard.md").write_text(report.leaderboard_markdown(frame) + "\n")
-        report.champion_report(
-            model,
-            split.X_test,
-            split.y_test,
-            family=champion.family,
-            config=config_of(champion.best),  # type: ignore[arg-type]
-            cv_rmse=float(champion.rmse),  # type: ignore[arg-type]
-            test_metrics={
-                "test_rmse": registered.test_rmse,
-                "test_mae": registered.test_mae,
-                "test_r2": registered.test_r2,
-            },
-            leaderboard=frame,
-            out_dir=report_dir,
-            seed=config.seed,
-            extra_plots=champion_plots,
-            title=f"Sweep {tracker.sweep_name}: champion {champion.family}",
-        )
-        tracker.client.log_artifacts(tracker.root_run_id, str(report_dir), "report")
+
+def _log_drawings(
+    results: Sequence[FamilyResult],
+    champion: FamilyResult,
+    n_trials: dict[str, int],
+    leaderboard: Any,
+    champion_report: Any,
+    drawer: Drawer,
+    tracker: SweepTracker,
+) -> None:
+    """Log the plots on each family run and the leaderboard and champion report on the root
+    run, as the helpers finish them. Made once per champion, by the worker that registers it."""
+    for result in results:
+        if result.study_name == champion.study_name:
+            continue
+        plots = drawer.family_plots(result.study_name, n_trials[result.study_name])
+        if plots:
+            tracker.client.log_artifacts(result.run_id, str(plots[0].parent), "plots")
+    drawn = drawer.wait(champion_report, "the champion's report")
+    report_dir = drawer.directory / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    if drawn is not None:
+        _, plots = drawn
+        if plots:
+            tracker.client.log_artifacts(champion.run_id, str(plots[0].parent), "plots")
+    # The leaderboard is logged even when the report could not be drawn.
+    leaderboard.to_csv(report_dir / "leaderboard.csv", index=False)
+    (report_dir / "leaderboard.md").write_text(report.leaderboard_markdown(leaderboard) + "\n")
+    tracker.client.log_artifacts(tracker.root_run_id, str(report_dir), "report")
 
 
 def _first_line(error: BaseException) -> str:
@@ -665,6 +722,16 @@ def _best_value(study: optuna.Study) -> float:
 #: Environment variable carrying the budget's absolute end (epoch seconds) to spawned workers,
 #: so that a worker that starts a few seconds late does not overrun the sweep's budget.
 _DEADLINE_ENV = "SWEEP_BUDGET_ENDS_AT"
+
+
+#: Set in the workers a command spawns: they are not alone on the machine.
+_SPAWNED_ENV = "SWEEP_SPAWNED_BY"
+
+
+def _drawing_processes() -> int:
+    """Drawing helpers once the trials are done: one per core (the trials no longer need
+    them), at most one per plot job that can run at once."""
+    return max(1, min(os.cpu_count() or 1, 4))
 
 
 def _budget_deadline(config: SweepConfig) -> float | None:
@@ -692,6 +759,7 @@ def _spawn_workers(
         argv += [f"--{key}", value]
     env = dict(os.environ)
     env.pop("MLFLOW_RUN_ID", None)
+    env[_SPAWNED_ENV] = str(os.getpid())
     env["MLFLOW_EXPERIMENT_ID"] = experiment_id
     env.pop("MLFLOW_EXPERIMENT_NAME", None)
     if deadline is not None:
@@ -702,20 +770,11 @@ def _spawn_workers(
             [sys.executable, str(script), *argv],
             env=env,
             stdout=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            # Killing the command stops its workers; their trials are reaped on resume.
+            preexec_fn=die_with_parent,
         )
         for _ in range(config.workers - 1)
     ]
-
-
-def _die_with_parent() -> None:
-    """In a spawned worker: get SIGTERM when the parent dies (even by SIGKILL), so killing the
-    sweep's command stops all of its workers; their trials are reaped on resume."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _stop_children(children: Sequence[subprocess.Popen[bytes]], error: BaseException) -> None:

@@ -118,6 +118,15 @@ def _with_one_hot(X: pd.DataFrame, y: pd.Series, **settings: Any) -> Pipeline:
     return pipeline.set_params(preprocess__categorical__one_hot=encoder).fit(X, y)
 
 
+def _with_branch(
+    X: pd.DataFrame, y: pd.Series, branch: Any, columns: list[Any] | None = None
+) -> Pipeline:
+    """A fitted forest pipeline whose only preprocessing is ``branch`` on the numeric columns."""
+    preprocess = ColumnTransformer([("numeric", branch, NUMERIC if columns is None else columns)])
+    model = RandomForestRegressor(n_estimators=5, random_state=0)
+    return Pipeline([("preprocess", preprocess), ("model", model)]).fit(X, y)
+
+
 def _forest_pipeline(X: pd.DataFrame, y: pd.Series) -> Pipeline:
     return _fit(FAMILIES["random_forest"], X, y)
 
@@ -136,59 +145,29 @@ NOT_COMPILABLE: list[tuple[str, Callable[[Pipeline, pd.DataFrame, pd.Series], An
     ),
     (
         "min-max-scaler",
-        lambda p, X, y: Pipeline(
-            [
-                ("preprocess", ColumnTransformer([("numeric", MinMaxScaler(), NUMERIC)])),
-                ("model", RandomForestRegressor(n_estimators=5, random_state=0)),
-            ]
-        ).fit(X, y),
+        lambda p, X, y: _with_branch(X, y, MinMaxScaler()),
         "not compilable: ColumnTransformer branch 'numeric': MinMaxScaler",
     ),
     (
         "passthrough-branch",
-        lambda p, X, y: Pipeline(
-            [
-                ("preprocess", ColumnTransformer([("numeric", "passthrough", NUMERIC)])),
-                ("model", RandomForestRegressor(n_estimators=5, random_state=0)),
-            ]
-        ).fit(X, y),
+        lambda p, X, y: _with_branch(X, y, "passthrough"),
         "not compilable: ColumnTransformer branch 'numeric': FunctionTransformer",
     ),
     (
         "columns-by-index",
-        lambda p, X, y: Pipeline(
-            [
-                ("preprocess", ColumnTransformer(
-                    [("numeric", Pipeline([("impute", SimpleImputer())]), [0, 2])]
-                )),
-                ("model", RandomForestRegressor(n_estimators=5, random_state=0)),
-            ]
-        ).fit(X, y),
+        lambda p, X, y: _with_branch(X, y, Pipeline([("impute", SimpleImputer())]), [0, 2]),
         "not compilable: ColumnTransformer branch 'numeric' selects [0, 2]",
     ),
     (
         "unknown-step",
-        lambda p, X, y: Pipeline(
-            [
-                ("preprocess", ColumnTransformer(
-                    [("numeric", Pipeline([("scale", MinMaxScaler())]), NUMERIC)]
-                )),
-                ("model", RandomForestRegressor(n_estimators=5, random_state=0)),
-            ]
-        ).fit(X, y),
+        lambda p, X, y: _with_branch(X, y, Pipeline([("scale", MinMaxScaler())])),
         "not compilable: step MinMaxScaler",
     ),
     (
         "imputer-indicator",
-        lambda p, X, y: Pipeline(
-            [
-                ("preprocess", ColumnTransformer(
-                    [("numeric", Pipeline([("impute", SimpleImputer(add_indicator=True))]),
-                      NUMERIC)]
-                )),
-                ("model", RandomForestRegressor(n_estimators=5, random_state=0)),
-            ]
-        ).fit(X, y),
+        lambda p, X, y: _with_branch(
+            X, y, Pipeline([("impute", SimpleImputer(add_indicator=True))])
+        ),
         "not compilable: SimpleImputer with add_indicator or keep_empty_features",
     ),
     (

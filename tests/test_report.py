@@ -243,6 +243,22 @@ def test_champion_report_writes_every_artifact(champion_dir: Path, sweep: Sweep)
     assert params["params"]  # the full configuration, fixed and searched
 
 
+def test_permutation_importances_are_the_pipelines_own(champion_dir: Path, sweep: Sweep) -> None:
+    # The report computes them through the compiled pipeline; the pipeline gives the same.
+    from sklearn.inspection import permutation_importance
+
+    best = min((r for r in sweep.results if r.best is not None), key=lambda r: r.rmse)
+    model = sweep.objectives[best.family].build(config_of(best.best))
+    model.fit(sweep.split.X_train, sweep.split.y_train)
+    expected = permutation_importance(
+        model, sweep.split.X_test, sweep.split.y_test, scoring="neg_root_mean_squared_error",
+        n_repeats=5, random_state=0,
+    )
+    written = pd.read_csv(champion_dir / "permutation_importance.csv").set_index("feature")
+    got = written.loc[[str(c) for c in sweep.split.X_test.columns], "rmse_increase_mean"]
+    np.testing.assert_allclose(got, expected.importances_mean, rtol=1e-9, atol=1e-9)
+
+
 def test_report_html_is_self_contained_and_shows_every_plot(champion_dir: Path) -> None:
     page = (champion_dir / "report.html").read_text()
     images = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="([^"]+)" title="([^"]+)"',

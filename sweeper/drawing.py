@@ -1,0 +1,204 @@
+"""Drawing the sweep's plots and champion report in helper processes, beside the sweep.
+
+Drawing is slow (matplotlib: about 0.7 s per family, 1-2 s for the champion's report) and has
+nothing to do with choosing the champion, so it must not sit on the sweep's critical path: a
+:class:`Drawer` hands it to helper processes (a process, not a thread: drawing is Python code
+that would hold the GIL against the trials and the MLflow logging) running at the lowest CPU
+priority, so that they use what the trials leave of the cores. Each family is drawn as soon as
+it is complete; whatever is left is drawn while the champion is logged and registered.
+
+Nothing here talks to MLflow: the helpers write files, the caller logs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import multiprocessing.pool
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sweeper.processes import die_with_parent
+
+__all__ = ["Drawer", "Drawn"]
+
+_logger = logging.getLogger(__name__)
+
+#: How long the sweep waits for a drawing at the end before giving up on it (a helper that
+#: was killed never answers).
+_WAIT_SECONDS = 300.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Drawn:
+    """A family's plots as drawn from its study when it had ``n_trials`` trials."""
+
+    paths: tuple[Path, ...]
+    n_trials: int
+
+
+class Drawer:
+    """Up to ``processes`` helper processes that draw, started on the first request.
+
+    Args:
+        storage: The Optuna storage URL or journal path of the sweep (each helper opens it).
+        processes: How many helpers to start.
+    """
+
+    def __init__(self, storage: str, *, processes: int = 1) -> None:
+        self.storage = storage
+        self.processes = max(1, processes)
+        self._pool: multiprocessing.pool.Pool | None = None
+        self._dir = Path(tempfile.mkdtemp(prefix="sweep-drawing-"))
+        self._families: dict[str, multiprocessing.pool.AsyncResult[Drawn]] = {}
+
+    @property
+    def directory(self) -> Path:
+        """Where the helpers write (removed by :meth:`close`)."""
+        return self._dir
+
+    def start(self) -> None:
+        """Start the helpers now (they import matplotlib and the storage in the background)."""
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = context.Pool(self.processes, initializer=_init_helper)
+            for _ in range(self.processes):
+                self._pool.apply_async(_warm_up, (self.storage,))
+
+    def _started(self) -> multiprocessing.pool.Pool:
+        self.start()
+        if self._pool is None:
+            raise RuntimeError("the drawing helpers did not start")
+        return self._pool
+
+    def family(self, study_name: str) -> None:
+        """Start drawing ``study_name``'s plots (its study should be complete; if it changes
+        later, :meth:`family_plots` draws it again)."""
+        self._families[study_name] = self._started().apply_async(
+            _draw_family, (self.storage, study_name, str(self._dir / study_name))
+        )
+
+    def prefetch(self, n_trials: Mapping[str, int]) -> None:
+        """Start drawing every family (study name -> its trial count now) whose plots are
+        missing or out of date, without waiting: they are drawn while the caller goes on."""
+        for name, count in n_trials.items():
+            pending = self._families.get(name)
+            if pending is None:
+                self.family(name)
+            elif pending.ready():
+                drawn = self._result(pending, f"the plots of {name}")
+                if drawn is None or drawn.n_trials != count:
+                    self.family(name)
+
+    def family_plots(self, study_name: str, n_trials: int) -> tuple[Path, ...]:
+        """The plots of ``study_name`` drawn from exactly ``n_trials`` trials: the earlier
+        drawing if it is current, else a new one; waited for. Empty if drawing failed."""
+        drawn = self._result(self._families.get(study_name), f"the plots of {study_name}")
+        if drawn is None or drawn.n_trials != n_trials:
+            self.family(study_name)
+            drawn = self._result(self._families[study_name], f"the plots of {study_name}")
+        return drawn.paths if drawn is not None else ()
+
+    def current(self, study_name: str, n_trials: int) -> tuple[Path, ...] | None:
+        """The plots of ``study_name`` if they are drawn already from ``n_trials`` trials."""
+        pending = self._families.get(study_name)
+        if pending is None or not pending.ready():
+            return None
+        drawn = self._result(pending, f"the plots of {study_name}")
+        return drawn.paths if drawn is not None and drawn.n_trials == n_trials else None
+
+    def champion_report(
+        self, study_name: str, plots: tuple[Path, ...] | None, **kwargs: Any
+    ) -> multiprocessing.pool.AsyncResult[tuple[Path, tuple[Path, ...]]]:
+        """Start :func:`sweeper.report.champion_report` with ``kwargs`` in a helper, with
+        ``plots`` of the champion's study embedded (drawn there first when ``None``).
+
+        Its result is the report's path and the champion study's plots.
+        """
+        out = str(self._dir / "champion" / study_name)
+        return self._started().apply_async(
+            _draw_champion_report, (self.storage, study_name, plots, out), kwargs
+        )
+
+    def wait(self, pending: multiprocessing.pool.AsyncResult[Any], what: str) -> Any:
+        """The result of ``pending``, or ``None`` (logged, naming ``what``) when drawing it
+        failed or took too long."""
+        return self._result(pending, what)
+
+    def _result(self, pending: multiprocessing.pool.AsyncResult[Any] | None, what: str) -> Any:
+        if pending is None:
+            return None
+        try:
+            return pending.get(timeout=_WAIT_SECONDS)
+        except multiprocessing.TimeoutError:
+            _logger.warning("left out %s: not drawn within %.0f s", what, _WAIT_SECONDS)
+        except Exception as error:  # noqa: BLE001 - a missing plot must not fail the sweep
+            _logger.warning("left out %s: %s: %s", what, type(error).__name__, error)
+        return None
+
+    def close(self) -> None:
+        """Stop the helpers (a drawing still running is abandoned) and remove the files."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# In the helper processes
+# ----------------------------------------------------------------------------------------------
+
+_storages: dict[str, Any] = {}
+
+
+def _init_helper() -> None:
+    # Drawing takes only what the trials leave of the cores, until they are done.
+    os.nice(19)
+    # Ctrl-C reaches the whole process group: the sweep decides what happens, not the helper
+    # (which would print a traceback). And a helper dies with the sweep, even by SIGKILL.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+
+
+def _open(storage: str) -> Any:
+    if storage not in _storages:
+        from sweeper.study import open_storage
+
+        _storages[storage] = open_storage(storage)
+    return _storages[storage]
+
+
+def _warm_up(storage: str) -> None:
+    import sweeper.report  # noqa: F401 - matplotlib and Optuna's plotting, imported once
+
+    _open(storage)
+
+
+def _draw_family(storage: str, study_name: str, out_dir: str) -> Drawn:
+    import optuna
+
+    from sweeper import report
+
+    study = optuna.load_study(storage=_open(storage), study_name=study_name)
+    n_trials = len(study.get_trials(deepcopy=False))
+    target = Path(out_dir)
+    # A redraw replaces the earlier files (a plot that is no longer possible must go too).
+    shutil.rmtree(target, ignore_errors=True)
+    return Drawn(tuple(report.family_plots(study, target)), n_trials)
+
+
+def _draw_champion_report(
+    storage: str, study_name: str, plots: tuple[Path, ...] | None, plots_dir: str, **kwargs: Any
+) -> tuple[Path, tuple[Path, ...]]:
+    from sweeper import report
+
+    if plots is None:
+        plots = _draw_family(storage, study_name, plots_dir).paths
+    return report.champion_report(extra_plots=plots, **kwargs), plots

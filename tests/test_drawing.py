@@ -1,0 +1,119 @@
+"""The drawing helpers (:mod:`sweeper.drawing`): plots drawn in other processes, from the
+sweep's storage, redrawn when the study changed, never failing the sweep."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution, IntDistribution
+
+from sweeper.drawing import Drawer
+from sweeper.study import open_storage
+
+PLOTS = ["optimization_history.png", "parallel_coordinate.png", "param_importances.png"]
+
+
+def _add_trials(storage: str, name: str, n: int) -> optuna.Study:
+    study = optuna.create_study(storage=open_storage(storage), study_name=name,
+                                load_if_exists=True)
+    distributions = {"alpha": FloatDistribution(1e-3, 10.0, log=True),
+                     "depth": IntDistribution(2, 8)}
+    start = len(study.trials)
+    for i in range(start, start + n):
+        study.add_trial(optuna.trial.create_trial(
+            params={"alpha": 0.01 * (i + 1), "depth": 2 + i % 6},
+            distributions=distributions, value=5000.0 - 10 * i,
+        ))
+    return study
+
+
+@pytest.fixture()
+def storage(tmp_path: Path) -> str:
+    return str(tmp_path / "sweep.journal")
+
+
+@pytest.fixture()
+def drawer(storage: str) -> Iterator[Drawer]:
+    drawer = Drawer(storage, processes=2)
+    yield drawer
+    drawer.close()
+
+
+def test_a_family_is_drawn_in_a_helper_and_redrawn_when_its_study_changed(
+    storage: str, drawer: Drawer
+) -> None:
+    _add_trials(storage, "s.family", 4)
+    drawer.family("s.family")
+    plots = drawer.family_plots("s.family", 4)
+    assert sorted(p.name for p in plots) == PLOTS
+    assert all(p.is_file() and p.parent.parent == drawer.directory for p in plots)
+    assert drawer.current("s.family", 4) == plots
+    # Two more trials (another worker's, say): the earlier drawing is out of date.
+    _add_trials(storage, "s.family", 2)
+    assert drawer.current("s.family", 6) is None
+    assert sorted(p.name for p in drawer.family_plots("s.family", 6)) == PLOTS
+    assert drawer.current("s.family", 6) is not None
+
+
+def test_prefetch_draws_only_what_is_missing_or_stale(storage: str, drawer: Drawer) -> None:
+    for name in ("s.a", "s.b"):
+        _add_trials(storage, name, 3)
+    drawer.family("s.a")
+    drawer.family_plots("s.a", 3)
+    first = drawer._families["s.a"]
+    drawer.prefetch({"s.a": 3, "s.b": 3})
+    assert drawer._families["s.a"] is first  # current: not drawn again
+    assert len(drawer.family_plots("s.b", 3)) == 3
+
+
+def test_a_drawing_that_fails_is_left_out_and_logged(
+    drawer: Drawer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="sweeper.drawing"):
+        assert drawer.family_plots("s.missing", 1) == ()
+    assert caplog.messages[0].startswith("left out the plots of s.missing: KeyError: ")
+
+
+def test_the_champion_report_embeds_its_familys_plots(
+    storage: str, drawer: Drawer, insurance_csv: Path
+) -> None:
+    import pandas as pd
+
+    from objectives import FAMILIES
+
+    _add_trials(storage, "s.elastic_net", 3)
+    frame = pd.read_csv(insurance_csv).head(200)
+    X, y = frame.drop(columns="charges"), frame["charges"]
+    model = FAMILIES["elastic_net"].build_pipeline(
+        {}, numeric=["age", "bmi", "children"], categorical=["sex", "smoker", "region"],
+        random_state=0,
+    ).fit(X, y)
+    leaderboard = pd.DataFrame({"family": ["elastic_net"], "best_cv_rmse": [5000.0]})
+    pending = drawer.champion_report(
+        "s.elastic_net", None, model=model, X_test=X, y_test=y, family="elastic_net",
+        config={"alpha": 1.0}, cv_rmse=5000.0,
+        test_metrics={"test_rmse": 1.0, "test_mae": 1.0, "test_r2": 0.5},
+        leaderboard=leaderboard, out_dir=drawer.directory / "report", seed=0,
+    )
+    report, plots = drawer.wait(pending, "the champion's report")
+    assert report == drawer.directory / "report" / "report.html"
+    assert sorted(p.name for p in plots) == PLOTS
+    html = report.read_text()
+    assert html.count("data:image/png;base64,") == 3 + len(plots)
+
+
+def test_helpers_run_at_the_lowest_priority_and_close_cleans_up(drawer: Drawer) -> None:
+    drawer.start()
+    assert drawer._pool is not None
+    # os.nice(0) returns the niceness: 19 (or the ceiling the parent had, if already 19).
+    assert drawer._pool.apply(os.nice, (0,)) == 19
+    directory = drawer.directory
+    assert directory.is_dir()
+    drawer.close()
+    assert not directory.exists()
+    assert drawer._pool is None

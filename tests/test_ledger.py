@@ -1,0 +1,65 @@
+"""Claims in :mod:`sweeper.ledger`: work one worker at a time may do, taken over when its owner
+died (also between creating the claim and writing its name)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sweeper import ledger
+from sweeper.study import open_storage
+
+
+@pytest.fixture()
+def storage(tmp_path: Path) -> optuna.storages.BaseStorage:
+    return open_storage(str(tmp_path / "claims.journal"))
+
+
+def _owner(storage: optuna.storages.BaseStorage, name: str) -> str | None:
+    return optuna.load_study(storage=storage, study_name=name).user_attrs.get(ledger.ATTR_OWNER)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_creator_owns_a_claim_and_a_live_owner_keeps_it(
+    storage: optuna.storages.BaseStorage,
+) -> None:
+    assert ledger.OwnedClaim(storage, "c", seed=0).try_take()
+    assert _owner(storage, "c") == ledger.worker_id()
+    # Another worker of this host whose owner (here: this test's parent) is alive waits.
+    live = f"{socket.gethostname()}:{os.getppid()}"
+    optuna.load_study(storage=storage, study_name="c").set_user_attr(ledger.ATTR_OWNER, live)
+    assert not ledger.OwnedClaim(storage, "c", seed=0).try_take()
+    assert _owner(storage, "c") == live
+
+
+def test_a_dead_owners_claim_is_taken_over_at_once(storage: optuna.storages.BaseStorage) -> None:
+    ledger.claim_study(storage, "c", seed=0)[0].set_user_attr(
+        ledger.ATTR_OWNER, f"{socket.gethostname()}:{_dead_pid()}"
+    )
+    assert ledger.OwnedClaim(storage, "c", seed=0).try_take()
+    assert _owner(storage, "c") == ledger.worker_id()
+
+
+def test_a_claim_without_owner_is_taken_over_after_the_grace_period(
+    storage: optuna.storages.BaseStorage,
+) -> None:
+    # Its creator died before writing its name.
+    ledger.claim_study(storage, "c", seed=0)
+    claim = ledger.OwnedClaim(storage, "c", seed=0, unowned_grace=0.3)
+    assert not claim.try_take()
+    assert _owner(storage, "c") is None
+    time.sleep(0.35)
+    assert claim.try_take()
+    assert _owner(storage, "c") == ledger.worker_id()
