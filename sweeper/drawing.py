@@ -64,12 +64,13 @@ class Drawer:
         return self._dir
 
     def start(self) -> None:
-        """Start the helpers now (they import matplotlib and the storage in the background)."""
+        """Start the helpers now: they import matplotlib and open the storage in the
+        background, then wait for drawings at the lowest CPU priority."""
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
-            self._pool = context.Pool(self.processes, initializer=_init_helper)
-            for _ in range(self.processes):
-                self._pool.apply_async(_warm_up, (self.storage,))
+            self._pool = context.Pool(
+                self.processes, initializer=_init_helper, initargs=(self.storage,)
+            )
 
     def _started(self) -> multiprocessing.pool.Pool:
         self.start()
@@ -158,13 +159,18 @@ class Drawer:
 _storages: dict[str, Any] = {}
 
 
-def _init_helper() -> None:
-    # Drawing takes only what the trials leave of the cores, until they are done.
-    os.nice(19)
+def _init_helper(storage: str) -> None:
     # Ctrl-C reaches the whole process group: the sweep decides what happens, not the helper
     # (which would print a traceback). And a helper dies with the sweep, even by SIGKILL.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
+    # Imported at normal priority: at the lowest, a helper beside busy workers would still be
+    # importing when the trials end.
+    import sweeper.report  # noqa: F401 - matplotlib and Optuna's plotting, imported once
+
+    _open(storage)
+    # Drawing takes only what the trials leave of the cores, until they are done.
+    os.nice(19)
 
 
 def _open(storage: str) -> Any:
@@ -173,12 +179,6 @@ def _open(storage: str) -> Any:
 
         _storages[storage] = open_storage(storage)
     return _storages[storage]
-
-
-def _warm_up(storage: str) -> None:
-    import sweeper.report  # noqa: F401 - matplotlib and Optuna's plotting, imported once
-
-    _open(storage)
 
 
 def _draw_family(storage: str, study_name: str, out_dir: str) -> Drawn:

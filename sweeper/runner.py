@@ -92,7 +92,7 @@ _HTTP_RETRY_DEFAULTS = {
 }
 
 #: Seconds between checks while waiting for other workers' last trials.
-_POLL = 0.5
+_POLL = 0.2
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -110,7 +110,8 @@ class SweepOutcome:
     sweep_name: str
     root_run_id: str
     results: tuple[FamilyResult, ...]
-    champion: ChampionModel
+    #: ``None`` in a worker spawned by a command: the command registers the champion.
+    champion: ChampionModel | None
     #: Wall seconds of this command's phases: ``setup`` (data, storage, runs), ``trials``
     #: (this worker's trials and the wait for the others'), ``champion`` (refit, test, model
     #: logging and registration; absent when another worker registered it), ``drawing_wait``
@@ -224,11 +225,13 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
             tracker.close_dead_worker_runs(lambda w: ledger.worker_is_dead(w, now, now))
             results = [worker.finish(work) for work in works]
             timings["trials"] = time.perf_counter() - started - timings["setup"]
-            champion = _settle_champion(
+            # A spawned worker is done: its command registers the champion (and waits for it).
+            champion = None if spawned else _settle_champion(
                 results, families, storage, sweep_study, tracker, split, dataset, config,
-                model_name, root_run_id, drawer, timings, may_register=not spawned,
+                model_name, root_run_id, drawer, timings,
             )
-            if root_run_id != me.info.run_id:
+            if root_run_id != me.info.run_id and not spawned:
+                # This command reopened another command's root run (a resume or a join).
                 client.set_terminated(root_run_id, RunStatus.to_string(RunStatus.FINISHED))
         except BaseException as error:
             drawer.close()
@@ -242,7 +245,8 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
         _wait_children(children)
     timings["total"] = time.perf_counter() - started
     outcome = SweepOutcome(sweep_name, root_run_id, tuple(results), champion, timings)
-    print_report(outcome, out=out)
+    if champion is not None:
+        print_report(outcome, out=out)
     return outcome
 
 
@@ -590,14 +594,8 @@ def _settle_champion(
     root_run_id: str,
     drawer: Drawer,
     timings: dict[str, float],
-    *,
-    may_register: bool = True,
 ) -> ChampionModel:
-    """Select the champion; register it once, however many workers get here.
-
-    A worker that may not register (spawned by a command, which registers itself) waits until
-    a champion is registered.
-    """
+    """Select the champion; register it once, however many workers get here."""
     champion = select_champion(results)
     if champion.best is None:  # select_champion returns only families with a best trial
         raise RuntimeError("champion without a best trial")
@@ -606,13 +604,8 @@ def _settle_champion(
     claim = ledger.OwnedClaim(storage, claim_name, seed=config.seed)
     while True:
         registered = sweep_study.user_attrs.get(ATTR_CHAMPION)
-        # A spawned worker takes any registration: its report goes nowhere, and it must not
-        # wait for ever on a key its parent (which registers) might have seen differently.
-        if registered and (registered.get("key") == key or not may_register):
+        if registered and registered.get("key") == key:
             return ChampionModel(**{k: v for k, v in registered.items() if k != "key"})
-        if not may_register:
-            time.sleep(_POLL)
-            continue
         if claim.try_take():
             break
         time.sleep(_POLL)
@@ -842,6 +835,8 @@ def serve_command(model_name: str) -> str:
 def print_report(outcome: SweepOutcome, *, out: TextIO) -> None:
     """The leaderboard, the champion's test metrics and the serve command."""
     champion = outcome.champion
+    if champion is None:
+        raise ValueError("print_report needs an outcome with a champion, but got None")
     rows = sorted(outcome.results, key=lambda r: (r.rmse is None, r.rmse or 0.0, r.family))
     print(f"\nLeaderboard of sweep {outcome.sweep_name} (CV rmse, lower is better)", file=out)
     print(f"  {'family':<24} {'complete':>8} {'pruned':>6} {'failed':>6} "
