@@ -22,8 +22,6 @@ import datetime
 import json
 import os
 import shlex
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +33,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from sweeper import processes  # noqa: E402 - needs ROOT on the path
+from sweeper.processes import free_port, running_server  # noqa: E402
+
 ROW = Path(__file__).resolve().parent / "_row.py"
 RESULTS = Path(__file__).resolve().parent / "results.md"
 SHARED_INSURANCE = ROOT.parent / "shared" / "data" / "insurance.csv"
@@ -81,19 +83,8 @@ class Result:
 # ----------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
-                "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        env.pop(key, None)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONUNBUFFERED"] = "1"
+    env = processes.child_env()
     env["PYTHONWARNINGS"] = "ignore"
     env.setdefault("GIT_PYTHON_REFRESH", "quiet")
     if "SWEEP_INSURANCE_CSV" not in env and SHARED_INSURANCE.exists():
@@ -132,39 +123,6 @@ def run_row(key: str, label: str, spec: dict[str, Any], workdir: Path,
 
 
 @contextlib.contextmanager
-def process_group(argv: list[str], *, log: Path, env: dict[str, str], cwd: Path,
-                  ready_url: str, timeout: float = 180) -> Iterator[subprocess.Popen[bytes]]:
-    """A server in its own process group, yielded once ``ready_url`` answers 200; stopped
-    (SIGTERM, then SIGKILL) as a whole on exit."""
-    import requests
-
-    with open(log, "w") as out:
-        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(ready_url, timeout=2).status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{argv[1]} did not come up: {log.read_text()[-500:]}")
-            time.sleep(0.25)
-        yield process
-    finally:
-        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            try:
-                process.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-
-
-@contextlib.contextmanager
 def mlflow_server(workdir: Path) -> Iterator[str]:
     """A local ``mlflow server`` (SQLite backend, serving artifacts) on a free loopback port."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -174,8 +132,9 @@ def mlflow_server(workdir: Path) -> Iterator[str]:
             "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
             "--serve-artifacts", "--artifacts-destination", str(workdir / "artifacts"),
             "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
-    with process_group(argv, log=workdir / "server.log", cwd=workdir, ready_url=f"{url}/health",
-                       env=child_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")):
+    with running_server(argv, log_path=workdir / "server.log", cwd=workdir,
+                        ready_url=f"{url}/health",
+                        env=child_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")):
         yield url
 
 
@@ -250,30 +209,31 @@ def serving_row(model_uri: str, tracking_uri: str, size: dict[str, Any], tmp: Pa
     one = {"dataframe_split": json.loads(X.head(1).to_json(orient="split", index=False))}
     big = X.sample(n=size["batch_rows"], replace=True, random_state=0).reset_index(drop=True)
     batch = json.dumps({"dataframe_split": json.loads(big.to_json(orient="split", index=False))})
-    with process_group(argv, log=workdir / "serve.log", cwd=workdir, ready_url=f"{url}/ping",
-                       env=child_env(MLFLOW_TRACKING_URI=tracking_uri)):
+    with running_server(argv, log_path=workdir / "serve.log", cwd=workdir,
+                        ready_url=f"{url}/ping", env=child_env(MLFLOW_TRACKING_URI=tracking_uri)):
         session = requests.Session()
         body = json.dumps(one)
         headers = {"Content-Type": "application/json"}
         for _ in range(20):  # warm-up: lazy imports, first-request paths
             session.post(f"{url}/invocations", data=body, headers=headers).raise_for_status()
-        latencies = []
-        for _ in range(size["requests"]):
-            start = time.perf_counter()
-            response = session.post(f"{url}/invocations", data=body, headers=headers)
-            latencies.append(time.perf_counter() - start)
-            response.raise_for_status()
-        pings = []
-        for _ in range(min(100, size["requests"])):
-            start = time.perf_counter()
-            session.get(f"{url}/ping").raise_for_status()
-            pings.append(time.perf_counter() - start)
-        batch_seconds = []
-        for _ in range(size["batches"]):
-            start = time.perf_counter()
-            response = session.post(f"{url}/invocations", data=batch, headers=headers)
-            batch_seconds.append(time.perf_counter() - start)
-            response.raise_for_status()
+        def timed(n: int, request: Any) -> tuple[list[float], list[Any]]:
+            """Seconds of each of ``n`` sequential ``request()`` calls, and their responses."""
+            seconds, responses = [], []
+            for _ in range(n):
+                start = time.perf_counter()
+                response = request()
+                seconds.append(time.perf_counter() - start)
+                response.raise_for_status()
+                responses.append(response)
+            return seconds, responses
+
+        invoke = f"{url}/invocations"
+        latencies, _ = timed(size["requests"],
+                             lambda: session.post(invoke, data=body, headers=headers))
+        pings, _ = timed(min(100, size["requests"]), lambda: session.get(f"{url}/ping"))
+        batch_seconds, responses = timed(
+            size["batches"], lambda: session.post(invoke, data=batch, headers=headers))
+        for response in responses:
             assert len(response.json()["predictions"]) == len(big)
     ms = np.array(latencies) * 1000
     out.update(
@@ -536,7 +496,6 @@ def main(argv: list[str] | None = None) -> int:
         if "serving" in only:
             if sweep is not None and sweep.ok:
                 print("[bench] serving ...", file=sys.stderr, flush=True)
-                sys.path.insert(0, str(ROOT))
                 os.environ.setdefault("SWEEP_INSURANCE_CSV", str(SHARED_INSURANCE))
                 from sweeper.data import load_dataset, split_dataset
 

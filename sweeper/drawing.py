@@ -63,25 +63,21 @@ class Drawer:
         """Where the helpers write (removed by :meth:`close`)."""
         return self._dir
 
-    def start(self) -> None:
-        """Start the helpers now: they import matplotlib and open the storage in the
-        background, then wait for drawings at the lowest CPU priority."""
+    def start(self) -> multiprocessing.pool.Pool:
+        """Start the helpers now (once; later calls return the same pool): they import
+        matplotlib and open the storage in the background, then wait for drawings at the
+        lowest CPU priority."""
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
             self._pool = context.Pool(
                 self.processes, initializer=_init_helper, initargs=(self.storage,)
             )
-
-    def _started(self) -> multiprocessing.pool.Pool:
-        self.start()
-        if self._pool is None:
-            raise RuntimeError("the drawing helpers did not start")
         return self._pool
 
     def family(self, study_name: str) -> None:
         """Start drawing ``study_name``'s plots (its study should be complete; if it changes
         later, :meth:`family_plots` draws it again)."""
-        self._families[study_name] = self._started().apply_async(
+        self._families[study_name] = self.start().apply_async(
             _draw_family, (self.storage, study_name, str(self._dir / study_name))
         )
 
@@ -123,7 +119,7 @@ class Drawer:
         Its result is the report's path and the champion study's plots.
         """
         out = str(self._dir / "champion" / study_name)
-        return self._started().apply_async(
+        return self.start().apply_async(
             _draw_champion_report, (self.storage, study_name, plots, out), kwargs
         )
 

@@ -1,11 +1,26 @@
-"""Child processes of a sweep (spawned workers, drawing helpers) die with the sweep."""
+"""Child processes: a sweep's (spawned workers, drawing helpers) die with it; a server that
+the tests and the benchmark start runs and stops as one process group."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
-__all__ = ["die_with_parent"]
+__all__ = ["child_env", "die_with_parent", "free_port", "running_server"]
+
+#: Variables a child must not inherit: `mlflow run` sets the first three for its own run, and
+#: mlflow.set_tracking_uri/set_registry_uri write the last two into os.environ.
+_NOT_INHERITED = (
+    "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI",
+)
 
 
 def die_with_parent() -> None:
@@ -16,3 +31,77 @@ def die_with_parent() -> None:
 
         pr_set_pdeathsig = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a child process of the tests or the benchmark: no MLflow run, tracking
+    or registry of this process (a child gets only the stores it is given in ``extra``), and
+    this virtualenv's bin first on PATH, because `mlflow run --env-manager local` and
+    `mlflow models serve` run the `python` found there."""
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    """A free loopback port (closed again: the caller's server binds it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str],
+    log_path: Path,
+    ready_url: str,
+    timeout: float = 180.0,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server in its own process group; yield it once ``ready_url`` answers 200.
+
+    It is stopped (SIGTERM, then SIGKILL) as a whole on exit, so worker processes it starts
+    (uvicorn, gunicorn) cannot outlive it. Its output goes to ``log_path``, quoted in the
+    RuntimeError raised when it does not come up within ``timeout`` seconds.
+    """
+    import requests
+
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            list(argv), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    if requests.get(ready_url, timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{' '.join(argv[:4])} did not come up:\n{log_path.read_text()}"
+                    )
+                time.sleep(0.3)
+            yield server
+        finally:
+            _stop_group(server)
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # Workers of the group that outlived its leader.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)

@@ -278,3 +278,19 @@ def test_report_html_is_self_contained_and_shows_every_plot(champion_dir: Path) 
     for key in params["params"]:
         assert f"<th>{key}</th>" in page
     assert "test_rmse" in page and "cv_rmse" in page
+
+
+def test_compiled_regressor_without_a_predict_function_says_so() -> None:
+    with pytest.raises(ValueError) as error:
+        report._CompiledRegressor().predict(pd.DataFrame({"a": [1.0]}))
+    assert str(error.value) == "_CompiledRegressor needs predict_fn, but got None"
+
+
+def test_print_report_needs_a_champion() -> None:
+    # A worker spawned by a command returns an outcome without one (the command registers).
+    from sweeper.runner import SweepOutcome, print_report
+
+    outcome = SweepOutcome("s", "root", (), None)
+    with pytest.raises(ValueError) as error:
+        print_report(outcome, out=io.StringIO())
+    assert str(error.value) == "print_report needs an outcome with a champion, but got None"
