@@ -35,6 +35,8 @@ CHAMPION_ALIAS = "champion"
 #: Model version tag: which study trial a version was refit from.
 TAG_VERSION_TRIAL = "sweep.trial_key"
 MODEL_NAME_IN_RUN = "model"
+#: The name :mod:`sweeper.serving` has in a logged model (its ``loader_module``).
+SERVED_MODULE = "sweep_serving"
 #: The served model's data directory (under the model's ``data/``).
 _DATA_DIR = "model_data"
 
@@ -103,7 +105,8 @@ def _distributions(module: str) -> list[str]:
 class _ServedFlavor:
     """The flavors of the logged champion, for :meth:`mlflow.models.Model.log`.
 
-    ``python_function`` loads :mod:`sweeper.serving` (copied into the model) over the skops
+    ``python_function`` loads :mod:`sweeper.serving` (copied into the model as
+    :data:`SERVED_MODULE`) over the skops
     pipeline, so serving takes the compiled fast path; ``sklearn`` points at the same skops
     file, so ``mlflow.sklearn.load_model`` still returns the fitted pipeline.
     """
@@ -142,16 +145,16 @@ def log_served_model(
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / _DATA_DIR
         trusted = serving.save(model, data, rows=check_rows)
-        # The loader module, as the package it is imported from; nothing else of the project.
-        code = Path(tmp) / "sweeper"
-        code.mkdir()
-        for module in (Path(__file__).parent / "__init__.py", Path(serving.__file__)):
-            shutil.copy(module, code / module.name)
+        # The loader module alone, under a name of its own: loading the model puts its code
+        # directory first on sys.path, and a `sweeper` package there (with nothing but this
+        # module) would shadow this project's for every process started afterwards.
+        code = Path(tmp) / f"{SERVED_MODULE}.py"
+        shutil.copy(serving.__file__, code)
         return Model.log(
             artifact_path=None,
             name=MODEL_NAME_IN_RUN,
             flavor=_ServedFlavor(trusted),
-            loader_module=serving.__name__,
+            loader_module=SERVED_MODULE,
             data_path=str(data),
             code_paths=[str(code)],
             signature=signature,

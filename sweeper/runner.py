@@ -225,7 +225,7 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
             tracker.close_dead_worker_runs(lambda w: ledger.worker_is_dead(w, now, now))
             results = [worker.finish(work) for work in works]
             timings["trials"] = time.perf_counter() - started - timings["setup"]
-            # A spawned worker is done: its command registers the champion (and waits for it).
+            # A spawned worker is done here: its command registers the champion.
             champion = None if spawned else _settle_champion(
                 results, families, storage, sweep_study, tracker, split, dataset, config,
                 model_name, root_run_id, drawer, timings,
@@ -234,13 +234,13 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
                 # This command reopened another command's root run (a resume or a join).
                 client.set_terminated(root_run_id, RunStatus.to_string(RunStatus.FINISHED))
         except BaseException as error:
-            drawer.close()
             worker.abort(error, root_run_id if root_run_id != me.info.run_id else None)
             _stop_children(children, error)
             if isinstance(error, KeyboardInterrupt):
                 mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
             raise
-        drawer.close()
+        finally:
+            drawer.close()
         worker.close()
         _wait_children(children)
     timings["total"] = time.perf_counter() - started

@@ -194,9 +194,10 @@ def test_logged_model_has_signature_example_requirements_skops_and_fast_path(
     assert (local / flavor["pickled_model"]).exists()
     assert (local / "input_example.json").exists()
     # Served through the compiled fast path, which the model's own loader checked on load...
-    assert info.flavors["python_function"]["loader_module"] == "sweeper.serving"
+    assert info.flavors["python_function"]["loader_module"] == "sweep_serving"
     code = sorted(p.relative_to(local / "code").as_posix() for p in local.glob("code/**/*.py"))
-    assert code == ["sweeper/__init__.py", "sweeper/serving.py"]
+    assert code == ["sweep_serving.py"]
+    assert (local / "code" / "sweep_serving.py").read_text() == Path(serving.__file__).read_text()
     served = serving.load(local / info.flavors["python_function"]["data"])
     assert served.fallback_reason == ""
     # ...and the same fitted pipeline is there for scikit-learn users.
@@ -204,6 +205,12 @@ def test_logged_model_has_signature_example_requirements_skops_and_fast_path(
     rows = pd.DataFrame(CURL_BODY["dataframe_split"]["data"],
                         columns=CURL_BODY["dataframe_split"]["columns"])
     assert served.predict(rows)[0] == pytest.approx(pipeline.predict(rows)[0], rel=1e-12)
+    # Loading it put the model's code directory on sys.path: nothing there may shadow this
+    # project's package for processes started later (drawing helpers import sweeper.drawing).
+    mlflow.pyfunc.load_model(uri)
+    shadowing = [p for p in sys.path if p and (Path(p) / "sweeper").is_dir()
+                 and Path(p).resolve() != ROOT.resolve()]
+    assert shadowing == []
 
 
 @pytest.fixture(scope="module")
