@@ -221,10 +221,14 @@ def run_our_sweep(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_plain_optuna(spec: dict[str, Any]) -> dict[str, Any]:
+    """Plain Optuna as its users write it: per family, an in-memory study whose objective
+    cross-validates the whole ``preprocess -> model`` pipeline on each fold; the same search
+    spaces and folds as the sweep, none of its machinery (no pruning, no worker processes, no
+    once-per-fold preprocessing)."""
     import optuna
 
     from objectives import resolve_families
-    from sweeper.objective import FamilyObjective, config_of, regression_scores
+    from sweeper.objective import cross_validate, regression_scores
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # One thread per fit, as the sweep's workers run them (sweeper.runner: on this data two
@@ -236,13 +240,19 @@ def run_plain_optuna(spec: dict[str, Any]) -> dict[str, Any]:
     seed = spec.get("seed", 42)
     start = time.perf_counter()
     dataset, split = _split(spec)
-    best: tuple[float, Any, Any] | None = None
+    columns = {"numeric": dataset.numeric_columns, "categorical": dataset.categorical_columns}
+    best: tuple[float, Any, dict[str, Any]] | None = None
     trials = 0
     for family in resolve_families(spec["families"]):
-        objective = FamilyObjective(
-            family, split, numeric=dataset.numeric_columns,
-            categorical=dataset.categorical_columns, seed=seed,
-        )
+        space = family.search_space()
+
+        def objective(trial: optuna.Trial, family: Any = family, space: Any = space) -> float:
+            config = space.suggest(trial)
+            return cross_validate(
+                lambda: family.build_pipeline(config, **columns, random_state=seed),
+                split.X_train, split.y_train, split.folds,
+            ).rmse
+
         sampler = (optuna.samplers.RandomSampler(seed=seed) if spec["sampler"] == "random"
                    else optuna.samplers.TPESampler(seed=seed))
         study = optuna.create_study(direction="minimize", sampler=sampler,
@@ -250,13 +260,12 @@ def run_plain_optuna(spec: dict[str, Any]) -> dict[str, Any]:
         study.optimize(objective, n_trials=spec["n_trials"])
         trials += len(study.trials)
         if best is None or study.best_value < best[0]:
-            best = (study.best_value, family, study.best_trial)
-    assert best is not None
-    cv, family, trial = best
-    model = family.build_pipeline(
-        config_of(trial), numeric=dataset.numeric_columns,
-        categorical=dataset.categorical_columns, random_state=seed,
-    )
+            config = space.suggest(optuna.trial.FixedTrial(study.best_trial.params))
+            best = (study.best_value, family, config)
+    if best is None:
+        raise RuntimeError(f"no family in {spec['families']!r}")
+    cv, family, config = best
+    model = family.build_pipeline(config, **columns, random_state=seed)
     model.fit(split.X_train, split.y_train)
     test_rmse, _, _ = regression_scores(split.y_test, model.predict(split.X_test))
     seconds = time.perf_counter() - start

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import MappingProxyType, ModuleType
 from typing import Any
 
+from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
 from objectives._preprocessing import make_preprocessor
@@ -89,6 +90,19 @@ class Family:
             )
         return self._cache["space"]
 
+    def build_preprocessor(
+        self, *, numeric: Sequence[str], categorical: Sequence[str]
+    ) -> ColumnTransformer:
+        """Return this family's unfitted preprocessing (the pipeline's ``preprocess`` step).
+
+        It has no searched parameters, so a cross-validation may fit it once per fold and
+        reuse it for every trial (:func:`sweeper.objective.prepare_folds`)."""
+        return make_preprocessor(numeric, categorical, scale_numeric=self.scale_numeric)
+
+    def build_estimator(self, params: Mapping[str, Any], *, random_state: int) -> Any:
+        """Return this family's unfitted, seeded estimator (the pipeline's ``model`` step)."""
+        return self.module.make_estimator(params, random_state=random_state)
+
     def build_pipeline(
         self,
         params: Mapping[str, Any],
@@ -100,11 +114,8 @@ class Family:
         """Return an unfitted ``preprocess -> model`` pipeline for ``params``."""
         return Pipeline(
             [
-                (
-                    "preprocess",
-                    make_preprocessor(numeric, categorical, scale_numeric=self.scale_numeric),
-                ),
-                ("model", self.module.make_estimator(params, random_state=random_state)),
+                ("preprocess", self.build_preprocessor(numeric=numeric, categorical=categorical)),
+                ("model", self.build_estimator(params, random_state=random_state)),
             ]
         )
 

@@ -12,15 +12,16 @@ Nothing here talks to MLflow: the helpers write files, the caller logs them.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import multiprocessing
-import multiprocessing.pool
 import os
 import shutil
 import signal
 import tempfile
 from collections.abc import Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ __all__ = ["Drawer", "Drawn"]
 
 _logger = logging.getLogger(__name__)
 
-#: How long the sweep waits for a drawing at the end before giving up on it (a helper that
-#: was killed never answers).
+#: How long the sweep waits for a drawing at the end before giving up on it (a drawing that
+#: hangs; a helper that dies fails its drawing at once).
 _WAIT_SECONDS = 300.0
 
 
@@ -54,31 +55,42 @@ class Drawer:
     def __init__(self, storage: str, *, processes: int = 1) -> None:
         self.storage = storage
         self.processes = max(1, processes)
-        self._pool: multiprocessing.pool.Pool | None = None
+        self._pool: ProcessPoolExecutor | None = None
         self._dir = Path(tempfile.mkdtemp(prefix="sweep-drawing-"))
-        self._families: dict[str, multiprocessing.pool.AsyncResult[Drawn]] = {}
+        self._families: dict[str, Future[Drawn]] = {}
 
     @property
     def directory(self) -> Path:
         """Where the helpers write (removed by :meth:`close`)."""
         return self._dir
 
-    def start(self) -> multiprocessing.pool.Pool:
+    def start(self) -> ProcessPoolExecutor:
         """Start the helpers now (once; later calls return the same pool): they import
         matplotlib and open the storage in the background, then wait for drawings at the
-        lowest CPU priority."""
+        lowest CPU priority.
+
+        An executor, not a ``multiprocessing.Pool``: a helper that dies or cannot start (say,
+        its imports fail) breaks the executor, so every drawing fails at once and is left out,
+        where a pool would start new helpers that fail alike until the sweep gives up waiting.
+        """
         if self._pool is None:
-            context = multiprocessing.get_context("spawn")
-            self._pool = context.Pool(
-                self.processes, initializer=_init_helper, initargs=(self.storage,)
+            self._pool = ProcessPoolExecutor(
+                self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_helper,
+                initargs=(self.storage,),
             )
+            # The executor starts a helper per submission while none is idle: start them all
+            # now, so that their imports overlap the trials.
+            for _ in range(self.processes):
+                self._pool.submit(os.getpid)
         return self._pool
 
     def family(self, study_name: str) -> None:
         """Start drawing ``study_name``'s plots (its study should be complete; if it changes
         later, :meth:`family_plots` draws it again)."""
-        self._families[study_name] = self.start().apply_async(
-            _draw_family, (self.storage, study_name, str(self._dir / study_name))
+        self._families[study_name] = self._submit(
+            _draw_family, self.storage, study_name, str(self._dir / study_name)
         )
 
     def prefetch(self, n_trials: Mapping[str, int]) -> None:
@@ -88,7 +100,7 @@ class Drawer:
             pending = self._families.get(name)
             if pending is None:
                 self.family(name)
-            elif pending.ready():
+            elif pending.done():
                 drawn = self._result(pending, f"the plots of {name}")
                 if drawn is None or drawn.n_trials != count:
                     self.family(name)
@@ -105,35 +117,43 @@ class Drawer:
     def current(self, study_name: str, n_trials: int) -> tuple[Path, ...] | None:
         """The plots of ``study_name`` if they are drawn already from ``n_trials`` trials."""
         pending = self._families.get(study_name)
-        if pending is None or not pending.ready():
+        if pending is None or not pending.done():
             return None
         drawn = self._result(pending, f"the plots of {study_name}")
         return drawn.paths if drawn is not None and drawn.n_trials == n_trials else None
 
     def champion_report(
         self, study_name: str, plots: tuple[Path, ...] | None, **kwargs: Any
-    ) -> multiprocessing.pool.AsyncResult[tuple[Path, tuple[Path, ...]]]:
+    ) -> Future[tuple[Path, tuple[Path, ...]]]:
         """Start :func:`sweeper.report.champion_report` with ``kwargs`` in a helper, with
         ``plots`` of the champion's study embedded (drawn there first when ``None``).
 
         Its result is the report's path and the champion study's plots.
         """
         out = str(self._dir / "champion" / study_name)
-        return self.start().apply_async(
-            _draw_champion_report, (self.storage, study_name, plots, out), kwargs
-        )
+        return self._submit(_draw_champion_report, self.storage, study_name, plots, out, **kwargs)
 
-    def wait(self, pending: multiprocessing.pool.AsyncResult[Any], what: str) -> Any:
+    def _submit(self, fn: Any, *args: Any, **kwargs: Any) -> Future[Any]:
+        try:
+            return self.start().submit(fn, *args, **kwargs)
+        except concurrent.futures.BrokenExecutor as error:
+            # The helpers are gone (the first failure was logged with its drawing): this
+            # drawing fails the same way, when it is waited for.
+            failed: Future[Any] = Future()
+            failed.set_exception(error)
+            return failed
+
+    def wait(self, pending: Future[Any], what: str) -> Any:
         """The result of ``pending``, or ``None`` (logged, naming ``what``) when drawing it
         failed or took too long."""
         return self._result(pending, what)
 
-    def _result(self, pending: multiprocessing.pool.AsyncResult[Any] | None, what: str) -> Any:
+    def _result(self, pending: Future[Any] | None, what: str) -> Any:
         if pending is None:
             return None
         try:
-            return pending.get(timeout=_WAIT_SECONDS)
-        except multiprocessing.TimeoutError:
+            return pending.result(timeout=_WAIT_SECONDS)
+        except concurrent.futures.TimeoutError:
             _logger.warning("left out %s: not drawn within %.0f s", what, _WAIT_SECONDS)
         except Exception as error:  # noqa: BLE001 - a missing plot must not fail the sweep
             _logger.warning("left out %s: %s: %s", what, type(error).__name__, error)
@@ -142,10 +162,23 @@ class Drawer:
     def close(self) -> None:
         """Stop the helpers (a drawing still running is abandoned) and remove the files."""
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            _terminate(self._pool)
             self._pool = None
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop the helpers, also one in the middle of a drawing."""
+    terminate_workers = getattr(pool, "terminate_workers", None)
+    if terminate_workers is not None:  # Python 3.14+
+        terminate_workers()
+        return
+    # Before 3.14 an executor has no public way to stop a running task: terminate its
+    # processes, then shut it down (which reaps them).
+    helpers = list(getattr(pool, "_processes", {}).values())
+    for helper in helpers:
+        helper.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ----------------------------------------------------------------------------------------------

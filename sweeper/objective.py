@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 import pandas as pd
-from sklearn.base import RegressorMixin
-from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+from sklearn.base import RegressorMixin, TransformerMixin
 
 if TYPE_CHECKING:
     from objectives import Family
@@ -43,10 +42,72 @@ class CVScores:
     fold_rmse: tuple[float, ...]
 
 
+@dataclasses.dataclass(frozen=True)
+class PreparedFold:
+    """One CV fold with its preprocessing fitted on the fold's train part and applied to both
+    parts: what a ``preprocess -> model`` pipeline would hand its model step."""
+
+    X_train: Any
+    y_train: pd.Series
+    X_valid: Any
+    y_valid: np.ndarray
+
+
 def regression_scores(y_true: Any, y_pred: Any) -> tuple[float, float, float]:
-    """``(rmse, mae, r2)`` of predictions; the one place these metrics are defined."""
-    rmse = math.sqrt(mean_squared_error(y_true, y_pred))
-    return rmse, float(mean_absolute_error(y_true, y_pred)), float(r2_score(y_true, y_pred))
+    """``(rmse, mae, r2)`` of predictions; the one place these metrics are defined.
+
+    The same arithmetic as scikit-learn's ``mean_squared_error``, ``mean_absolute_error`` and
+    ``r2_score`` (equal to within rounding, pinned by a test) without their input checks, which
+    cost more than the metrics themselves on a CV fold (three calls per fold, every trial).
+    As there, R² is 1.0 for a perfect fit of a constant target and 0.0 for any other fit of
+    one.
+
+    Raises:
+        ValueError: The inputs are not two 1-D arrays of the same length, at least one long.
+    """
+    true = np.asarray(y_true, dtype=np.float64)
+    pred = np.asarray(y_pred, dtype=np.float64)
+    if true.ndim != 1 or true.shape != pred.shape or true.size == 0:
+        raise ValueError(
+            "regression_scores needs y_true and y_pred as 1-D arrays of the same, non-zero "
+            f"length, but got shapes {true.shape} and {pred.shape}"
+        )
+    squared = (true - pred) ** 2
+    residual = float(squared.sum())
+    total = float(((true - true.mean()) ** 2).sum())
+    if total != 0.0:
+        r2 = 1.0 - residual / total
+    else:
+        r2 = 1.0 if residual == 0.0 else 0.0
+    return math.sqrt(float(squared.mean())), float(np.abs(pred - true).mean()), r2
+
+
+def prepare_folds(
+    make_preprocessor: Callable[[], TransformerMixin],
+    X: pd.DataFrame,
+    y: pd.Series,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> tuple[PreparedFold, ...]:
+    """Fit a fresh preprocessor on each fold's train part and transform both parts, once.
+
+    A family's preprocessing has no searched parameters, so every trial would fit exactly the
+    same preprocessor on exactly the same rows: doing it once per fold instead of once per fold
+    and trial gives the same model inputs (and so the same scores, pinned by a test) and saves
+    a sixth of a trial's time on the insurance data.
+    """
+    prepared = []
+    for train_idx, valid_idx in folds:
+        preprocessor = make_preprocessor()
+        X_train = preprocessor.fit_transform(X.iloc[train_idx], y.iloc[train_idx])
+        prepared.append(
+            PreparedFold(
+                X_train=X_train,
+                y_train=y.iloc[train_idx],
+                X_valid=preprocessor.transform(X.iloc[valid_idx]),
+                y_valid=y.iloc[valid_idx].to_numpy(dtype=np.float64),
+            )
+        )
+    return tuple(prepared)
 
 
 def cross_validate(
@@ -57,21 +118,37 @@ def cross_validate(
     *,
     on_fold: Callable[[int, float], None] | None = None,
 ) -> CVScores:
-    """Fit a fresh model on each fold's train part and score it on the fold's valid part.
+    """Fit a fresh model (a whole pipeline) on each fold's train part and score it on the
+    fold's valid part.
 
     ``on_fold(fold_index, fold_rmse)`` is called after each fold; it may raise (e.g.
     :class:`optuna.TrialPruned`) to stop early.
     """
+    return cross_validate_prepared(
+        make_model,
+        [PreparedFold(X.iloc[t], y.iloc[t], X.iloc[v], y.iloc[v].to_numpy()) for t, v in folds],
+        on_fold=on_fold,
+    )
+
+
+def cross_validate_prepared(
+    make_model: Callable[[], RegressorMixin],
+    folds: Sequence[PreparedFold],
+    *,
+    on_fold: Callable[[int, float], None] | None = None,
+) -> CVScores:
+    """:func:`cross_validate` on folds whose preprocessing is already applied
+    (:func:`prepare_folds`): ``make_model`` returns the model step alone."""
     rmses: list[float] = []
     maes: list[float] = []
     r2s: list[float] = []
-    for index, (train_idx, valid_idx) in enumerate(folds):
+    for index, fold in enumerate(folds):
         model = make_model()
-        model.fit(X.iloc[train_idx], y.iloc[train_idx])
-        prediction = model.predict(X.iloc[valid_idx])
+        model.fit(fold.X_train, fold.y_train)
+        prediction = model.predict(fold.X_valid)
         if not np.all(np.isfinite(prediction)):
             raise ValueError(f"the model predicted non-finite values on fold {index}")
-        rmse, mae, r2 = regression_scores(y.iloc[valid_idx], prediction)
+        rmse, mae, r2 = regression_scores(fold.y_valid, prediction)
         rmses.append(rmse)
         maes.append(mae)
         r2s.append(r2)
@@ -107,12 +184,28 @@ class FamilyObjective:
         self._numeric = list(numeric)
         self._categorical = list(categorical)
         self._seed = seed
+        self._folds: tuple[PreparedFold, ...] | None = None
 
     def build(self, params: dict[str, Any]) -> RegressorMixin:
         """An unfitted pipeline of this family for a full configuration."""
         return self._family.build_pipeline(
             params, numeric=self._numeric, categorical=self._categorical, random_state=self._seed
         )
+
+    @property
+    def folds(self) -> tuple[PreparedFold, ...]:
+        """The split's folds with this family's preprocessing applied (prepared on first use,
+        by the first trial, so that building an objective stays cheap)."""
+        if self._folds is None:
+            self._folds = prepare_folds(
+                lambda: self._family.build_preprocessor(
+                    numeric=self._numeric, categorical=self._categorical
+                ),
+                self._split.X_train,
+                self._split.y_train,
+                self._split.folds,
+            )
+        return self._folds
 
     def __call__(self, trial: optuna.Trial) -> float:
         fold_rmse: list[float] = []
@@ -129,11 +222,11 @@ class FamilyObjective:
         try:
             config = self._space.suggest(trial)
             trial.set_user_attr(ATTR_CONFIG, _jsonable(config))
-            scores = cross_validate(
-                lambda: self.build(config),
-                self._split.X_train,
-                self._split.y_train,
-                self._split.folds,
+            # Each fold fits the model step alone on the fold's prepared inputs: the same
+            # scores as fitting build(config), the whole pipeline (pinned by a test).
+            scores = cross_validate_prepared(
+                lambda: self._family.build_estimator(config, random_state=self._seed),
+                self.folds,
                 on_fold=report,
             )
         except optuna.TrialPruned:

@@ -111,9 +111,31 @@ def test_helpers_run_at_the_lowest_priority_and_close_cleans_up(drawer: Drawer) 
     drawer.start()
     assert drawer._pool is not None
     # os.nice(0) returns the niceness: 19 (or the ceiling the parent had, if already 19).
-    assert drawer._pool.apply(os.nice, (0,)) == 19
+    assert drawer._pool.submit(os.nice, 0).result() == 19
     directory = drawer.directory
     assert directory.is_dir()
     drawer.close()
     assert not directory.exists()
     assert drawer._pool is None
+
+
+def test_helpers_that_cannot_start_fail_every_drawing_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sweeper.drawing
+
+    # A drawer that waited for helpers that never come would log "not drawn within 60 s".
+    monkeypatch.setattr(sweeper.drawing, "_WAIT_SECONDS", 60.0)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    # The helpers' initializer cannot open this storage (its directory is a file).
+    drawer = Drawer(str(blocker / "sweep.journal"), processes=2)
+    try:
+        with caplog.at_level(logging.WARNING, logger="sweeper.drawing"):
+            assert drawer.family_plots("s.a", 1) == ()
+            assert drawer.family_plots("s.b", 1) == ()
+    finally:
+        drawer.close()
+    assert [m.split(":")[0] for m in caplog.messages] == [
+        "left out the plots of s.a", "left out the plots of s.b"]
+    assert all(": BrokenProcessPool: " in m for m in caplog.messages)
