@@ -130,6 +130,7 @@ def _no_tracking() -> None:
     # The champion is still refit on the training part and scored on the test part
     # (sweeper.champion.refit); only its logging and registration are left out.
     runner.log_and_register = register_nothing
+    runner.warm_up_model_logging = lambda: None
     runner.Drawer = _NoDrawer  # type: ignore[assignment,misc]
     runner._log_drawings = lambda *a, **k: None
 

@@ -163,6 +163,22 @@ def log_served_model(
         )
 
 
+def warm_up_model_logging() -> None:
+    """Pay model logging's one-off cost now, off the critical path (the sweep calls this on its
+    background logging thread while the trials run).
+
+    Logging a model checks its pinned requirements against the installed packages, and the
+    first check in a process maps every installed distribution's files to its modules (0.6 s
+    of the 1.1 s a champion's logging took on 2 cores); MLflow keeps that map for the
+    process. A pure speed-up: if this MLflow has no such map, nothing happens.
+    """
+    from mlflow.utils import requirements_utils
+
+    warm = getattr(requirements_utils, "_init_modules_to_packages_map", None)
+    if warm is not None:
+        warm()
+
+
 @dataclasses.dataclass(frozen=True)
 class ChampionModel:
     """The registered champion."""

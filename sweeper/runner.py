@@ -45,6 +45,7 @@ from sweeper.champion import (
     mark_champion,
     refit,
     select_champion,
+    warm_up_model_logging,
 )
 from sweeper.config import SweepConfig, derive_model_name, new_sweep_name
 from sweeper.data import Dataset, Split, load_dataset, split_dataset
@@ -205,6 +206,8 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
         draw_early = budget_deadline is None and not spawned
         drawer = Drawer(config.storage, processes=_drawing_processes())
         try:
+            if not spawned:
+                worker.logger.submit(warm_up_model_logging)
             if draw_early:
                 drawer.start()
             works = [worker.join(family, sweep_name, fingerprint) for family in families]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import threadpoolctl
 from optuna.distributions import FloatDistribution, IntDistribution
 
 from sweeper.drawing import Drawer
@@ -112,6 +113,10 @@ def test_helpers_run_at_the_lowest_priority_and_close_cleans_up(drawer: Drawer) 
     assert drawer._pool is not None
     # os.nice(0) returns the niceness: 19 (or the ceiling the parent had, if already 19).
     assert drawer._pool.submit(os.nice, 0).result() == 19
+    # One thread each, also for a thread pool loaded after start-up (by unpickling a model).
+    assert drawer._pool.submit(os.getenv, "OMP_NUM_THREADS").result() == "1"
+    pools = drawer._pool.submit(threadpoolctl.threadpool_info).result()
+    assert pools and {pool["num_threads"] for pool in pools} == {1}
     directory = drawer.directory
     assert directory.is_dir()
     drawer.close()
