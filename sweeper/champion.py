@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import logging
 import shutil
 import tempfile
 import time
@@ -30,6 +31,8 @@ from sweeper.objective import regression_scores
 from sweeper.serving import check_rows
 from sweeper.study import FamilyResult
 from sweeper.tracking import ROLE_FAMILY, TAG_CHAMPION, TAG_NAME, TAG_ROLE
+
+_logger = logging.getLogger(__name__)
 
 CHAMPION_ALIAS = "champion"
 #: Model version tag: which study trial a version was refit from.
@@ -170,13 +173,18 @@ def warm_up_model_logging() -> None:
     Logging a model checks its pinned requirements against the installed packages, and the
     first check in a process maps every installed distribution's files to its modules (0.6 s
     of the 1.1 s a champion's logging took on 2 cores); MLflow keeps that map for the
-    process. A pure speed-up: if this MLflow has no such map, nothing happens.
+    process. A pure speed-up, so it never fails the sweep: if this MLflow has no such map, or
+    building it fails, the model's logging does the check as it would have.
     """
     from mlflow.utils import requirements_utils
 
     warm = getattr(requirements_utils, "_init_modules_to_packages_map", None)
-    if warm is not None:
+    if warm is None:
+        return
+    try:
         warm()
+    except Exception as error:  # noqa: BLE001 - only a head start; logging redoes it
+        _logger.debug("could not warm up model logging: %s: %s", type(error).__name__, error)
 
 
 @dataclasses.dataclass(frozen=True)

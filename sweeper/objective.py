@@ -57,7 +57,7 @@ def regression_scores(y_true: Any, y_pred: Any) -> tuple[float, float, float]:
     """``(rmse, mae, r2)`` of predictions; the one place these metrics are defined.
 
     The same arithmetic as scikit-learn's ``mean_squared_error``, ``mean_absolute_error`` and
-    ``r2_score`` (equal to within rounding, pinned by a test) without their input checks, which
+    ``r2_score`` (the same values, pinned by a test) without their input checks, which
     cost more than the metrics themselves on a CV fold (three calls per fold, every trial).
     As there, R² is 1.0 for a perfect fit of a constant target and 0.0 for any other fit of
     one.
