@@ -99,8 +99,10 @@ def claim_study(
         return study, False
 
 
-#: User attr of an :class:`OwnedClaim`'s study: the ``host:pid`` of its owner.
+#: User attrs of an :class:`OwnedClaim`'s study: the ``host:pid`` of its owner, and whether
+#: the work was done.
 ATTR_OWNER = "worker"
+ATTR_DONE = "done"
 
 
 class OwnedClaim:
@@ -120,10 +122,12 @@ class OwnedClaim:
         self.seed = seed
         self.unowned_grace = unowned_grace
         self._unowned_since: float | None = None
+        self._study: optuna.Study | None = None
 
     def try_take(self) -> bool:
         """Own the claim now if nobody alive does; false when another live worker owns it."""
         study, created = claim_study(self.storage, self.name, seed=self.seed)
+        self._study = study
         owner = study.user_attrs.get(ATTR_OWNER)
         if owner:
             self._unowned_since = None
@@ -138,6 +142,18 @@ class OwnedClaim:
             study.set_user_attr(ATTR_OWNER, worker_id())
             return True
         return False
+
+    def is_done(self) -> bool:
+        """Whether an owner finished the work (:meth:`mark_done`); call after :meth:`try_take`."""
+        if self._study is None:
+            raise RuntimeError(f"claim {self.name!r}: is_done() needs try_take() first")
+        return bool(self._study.user_attrs.get(ATTR_DONE))
+
+    def mark_done(self) -> None:
+        """Record that the work is done, so that later takers of the claim skip it."""
+        if self._study is None:
+            raise RuntimeError(f"claim {self.name!r}: mark_done() needs try_take() first")
+        self._study.set_user_attr(ATTR_DONE, True)
 
 
 def wait_for_attrs(
@@ -195,16 +211,33 @@ def pop_waiting(storage: BaseStorage, study: optuna.Study) -> tuple[optuna.Trial
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
     """Hold SIGINT and SIGTERM until the block ends, so a few storage writes that belong
-    together are never split by an interruption (SIGKILL cannot be held: see reap_dead)."""
+    together are never split by an interruption (SIGKILL cannot be held: see reap_dead).
+
+    Held with Python handlers that record the signal, not with a signal mask: the kernel
+    hands a process signal to any thread that does not block it (the logging and heartbeat
+    threads), and Python then raises in the main thread anyway. A held signal is raised
+    again when the block ends, to whatever handler was there before.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    held: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        held.append(signum)
+
+    previous = {signum: signal.signal(signum, hold) for signum in _HELD_SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            # None: a handler installed outside Python, which cannot be put back; the default.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(held):  # each once, in the order they came
+            signal.raise_signal(signum)
+
+
+_HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def kill_trial(

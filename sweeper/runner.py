@@ -33,7 +33,7 @@ from mlflow.data.http_dataset_source import HTTPDatasetSource
 from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import RunStatus
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from objectives import Family, resolve_families
 from sweeper import ledger, report
@@ -52,6 +52,7 @@ from sweeper.data import Dataset, Split, load_dataset, split_dataset
 from sweeper.drawing import Drawer
 from sweeper.errors import SweepError
 from sweeper.objective import FamilyObjective, config_of
+from sweeper.orphans import log_orphans, mark_flushed
 from sweeper.preflight import check_tracking_server
 from sweeper.processes import die_with_parent
 from sweeper.progress import FamilyProgress, format_duration
@@ -218,7 +219,7 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
                 for work in works:
                     worker.work_on(work)
                     if draw_early:
-                        # After this family's last trial is logged and told (in order).
+                        # After this family's last trial is logged (the logger keeps order).
                         worker.logger.submit(partial(_draw_if_complete, drawer, work.study))
             if not spawned:
                 drawer.start()  # their imports overlap the wait for other workers' last trials
@@ -331,6 +332,7 @@ def run_champion(
             study = optuna.load_study(storage=storage, study_name=study_name(sweep_name, family.name))
             run_id = str(study.user_attrs[ATTR_RUN_ID])
             ledger.reap_dead(storage, study, partial(tracker.log_killed, run_id, family.name))
+            log_orphans(storage, study, tracker, run_id, family.name, seed=config.seed)
             result = summarize(study, family.name, run_id)
             if not unfinished(study)[1]:
                 tracker.finish_family(run_id, result.best, counts=result.counts,
@@ -401,10 +403,18 @@ class _Worker:
         self.logger = BackgroundLogger()
         self.heartbeat = ledger.Heartbeat(storage)
         self.current: tuple[_FamilyWork, int] | None = None
+        #: Families still open (not yet finished) in this worker, and every one it joined.
         self.joined: list[_FamilyWork] = []
+        self.studies: list[optuna.Study] = []
 
     def join(self, family: Family, sweep_name: str, fingerprint: dict[str, Any]) -> _FamilyWork:
         name = study_name(sweep_name, family.name)
+        created: list[str] = []
+
+        def create_run() -> str:
+            created.append(self.tracker.create_family_run(family.name, name))
+            return created[-1]
+
         study, run_id = join_family_study(
             self.storage,
             name,
@@ -413,9 +423,11 @@ class _Worker:
             first_params=library_defaults(family),
             prune=self.config.pruning != "none",
             fingerprint=fingerprint,
-            create_run=partial(self.tracker.create_family_run, family.name, name),
+            create_run=create_run,
         )
-        self.tracker.reopen(run_id)
+        if not created:
+            # Another worker's or an earlier attempt's run, which may have been closed since.
+            self.tracker.reopen(run_id)
         objective = FamilyObjective(
             family,
             self.split,
@@ -431,7 +443,19 @@ class _Worker:
         )
         work = _FamilyWork(family, study, run_id, objective, progress)
         self.joined.append(work)
+        self.studies.append(study)
+        # A resumed sweep: runs that a killed worker owed for trials it had finished.
+        self._log_orphans(work)
         return work
+
+    def _log_orphans(self, work: _FamilyWork) -> None:
+        logged = log_orphans(
+            self.storage, work.study, self.tracker, work.run_id, work.family.name,
+            seed=self.config.seed,
+        )
+        if logged:
+            _logger.info("%s: logged %d trial runs a stopped worker left out",
+                         work.family.name, logged)
 
     def _reap(self, work: _FamilyWork) -> None:
         ledger.reap_dead(
@@ -457,40 +481,32 @@ class _Worker:
             self.heartbeat.add(trial_id)
             self.current = (work, trial_id)
         state, value = run_trial(trial, work.objective)
-        self.current = None
-        self.logger.submit(partial(self._log_and_tell, work, trial_id, trial.number, state, value))
+        # Tell first, so the next trial's sampler and pruner see this result whatever the
+        # tracking store's latency (a seeded sweep runs the same trials with or without
+        # tracking); the run is logged in the background. A SIGKILL before it is logged
+        # leaves an orphan that another worker or the resume logs (sweeper.orphans); an
+        # interruption waits here until the run is queued, and the cleanup logs it.
+        with ledger.deferred_signals():
+            if state == TrialState.COMPLETE:
+                work.study.tell(trial.number, value)
+            else:
+                work.study.tell(trial.number, state=state)
+            self.heartbeat.discard(trial_id)
+            self.current = None
+            frozen = self.storage.get_trial(trial_id)
+            self.logger.submit(
+                partial(self.tracker.log_finished, work.run_id, work.family.name, frozen)
+            )
+        self._show(work, frozen)
         return True
 
-    def _log_and_tell(
-        self,
-        work: _FamilyWork,
-        trial_id: int,
-        number: int,
-        state: TrialState,
-        value: float | None,
-    ) -> None:
-        # Log first, then tell: if the process dies in between, the trial is still RUNNING,
-        # so whoever reaps it finds this run and closes it as KILLED (no orphan, no double).
-        frozen = self.storage.get_trial(trial_id)
-        end = int(time.time() * 1000)
-        self.tracker.log_trial(
-            work.run_id, work.family.name, frozen, state=state, value=value, end_time=end
-        )
-        if state == TrialState.COMPLETE:
-            work.study.tell(number, value)
-        else:
-            work.study.tell(number, state=state)
-        self.heartbeat.discard(trial_id)
-        best = _best_value(work.study)
-        work.progress.update(
-            self.storage.get_trial(trial_id),
-            done=_done_count(work.study),
-            best=None if best == float("-inf") else best,
-        )
+    def _show(self, work: _FamilyWork, trial: FrozenTrial) -> None:
+        done, best = _progress_of(work.study)
+        work.progress.update(trial, done=done, best=best)
         if self.config.verbose >= 2:
-            shown = "pruned" if state == TrialState.PRUNED else (
-                "failed" if value is None else f"rmse {value:,.1f}")
-            print(f"  {work.family.name}-{number:03d}: {shown}", file=self.out, flush=True)
+            shown = (f"rmse {trial.value:,.1f}" if trial.state == TrialState.COMPLETE
+                     else "pruned" if trial.state == TrialState.PRUNED else "failed")
+            print(f"  {work.family.name}-{trial.number:03d}: {shown}", file=self.out, flush=True)
 
     def share_budget(self, works: Sequence[_FamilyWork], deadline: float) -> None:
         """Run trials of all families until the time budget is spent, giving each family a
@@ -532,6 +548,7 @@ class _Worker:
 
     def finish(self, work: _FamilyWork) -> FamilyResult:
         """Summarize a family and write its best trial onto its run (idempotent)."""
+        self._log_orphans(work)  # of other workers that died during the sweep
         result = summarize(work.study, work.family.name, work.run_id)
         self.tracker.finish_family(
             work.run_id, result.best, counts=result.counts, error=result.first_error
@@ -553,7 +570,9 @@ class _Worker:
         with ledger.deferred_signals():
             try:
                 self.logger.close()
+                self._mark_flushed()
             except Exception as lost:  # noqa: BLE001 - the original error matters more
+                # Not marked flushed: a resume logs what is missing (sweeper.orphans).
                 _logger.warning("could not log every finished trial: %s", _first_line(lost))
             if self.current is not None:
                 work, trial_id = self.current
@@ -577,8 +596,15 @@ class _Worker:
                     _logger.warning("could not close runs %s: %s", run_ids, _first_line(lost))
                     break
 
+    def _mark_flushed(self) -> None:
+        """Every trial this worker finished has its run: nobody needs to look for orphans."""
+        me = ledger.worker_id()
+        for study in self.studies:
+            mark_flushed(self.storage, study, me)
+
     def close(self) -> None:
         self.logger.close()
+        self._mark_flushed()
         self.heartbeat.stop()
         for work in self.joined:
             work.progress.close()
@@ -704,6 +730,13 @@ def _first_line(error: BaseException) -> str:
 
 def _done_count(study: optuna.Study) -> int:
     return sum(is_done(t) for t in study.get_trials(deepcopy=False))
+
+
+def _progress_of(study: optuna.Study) -> tuple[int, float | None]:
+    """``(done trials, best complete value or None)``, from one read of the study."""
+    trials = study.get_trials(deepcopy=False)
+    values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return sum(is_done(t) for t in trials), (min(values) if values else None)
 
 
 def _best_value(study: optuna.Study) -> float:

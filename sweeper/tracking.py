@@ -114,19 +114,20 @@ class SweepTracker:
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.update_run(run_id, name=f"worker {worker}")
 
-    def close_dead_worker_runs(self, is_dead: Callable[[str], bool]) -> int:
-        """Close as KILLED the root/worker runs left RUNNING by processes that died."""
+    def close_dead_worker_runs(self, is_dead: Callable[[str], bool]) -> list[str]:
+        """Close as KILLED the root/worker runs left RUNNING by processes that died; returns
+        those workers (``host:pid``)."""
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{TAG_NAME}` = '{self.sweep_name}' and attributes.status = 'RUNNING'",
             max_results=1000,
         )
-        closed = 0
+        closed = []
         for run in runs:
             worker = run.data.tags.get(TAG_WORKER)
             if run.data.tags.get(TAG_ROLE) in (ROLE_SWEEP, ROLE_WORKER) and worker and is_dead(worker):
                 self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
-                closed += 1
+                closed.append(worker)
         return closed
 
     def create_family_run(self, family: str, study_name: str) -> str:
@@ -165,23 +166,36 @@ class SweepTracker:
         state: optuna.trial.TrialState,
         value: float | None,
         end_time: int,
+        run_id: str | None = None,
     ) -> str:
-        """Log one finished trial (``state``/``value`` as about to be told to Optuna) as a trial
-        run under its family run."""
+        """Log one finished trial (``state``/``value`` as told to Optuna) as a trial run under
+        its family run; ``run_id`` completes a run that a killed worker left half-logged."""
         status = _STATUS_OF_STATE[state]
-        tags = self._trial_tags(family_run_id, family, trial)
-        run = self.client.create_run(
-            self.experiment_id,
-            start_time=_ms(trial.datetime_start),
-            run_name=_trial_run_name(family, trial.number),
-            tags=tags,
-        )
+        if run_id is None:
+            run_id = self.client.create_run(
+                self.experiment_id,
+                start_time=_ms(trial.datetime_start),
+                run_name=_trial_run_name(family, trial.number),
+                tags=self._trial_tags(family_run_id, family, trial),
+            ).info.run_id
         metrics = _trial_metrics(trial, value, end_time)
-        self.client.log_batch(
-            run.info.run_id, metrics=metrics, params=params_of(attrs.config_of(trial))
+        # Logging the same params again is allowed (MLflow refuses only a changed value).
+        self.client.log_batch(run_id, metrics=metrics, params=params_of(attrs.config_of(trial)))
+        self.client.set_terminated(run_id, status=status, end_time=end_time)
+        return run_id
+
+    def log_finished(
+        self, family_run_id: str, family: str, trial: optuna.trial.FrozenTrial,
+        *, run_id: str | None = None,
+    ) -> str:
+        """:meth:`log_trial` for a trial already told to Optuna (complete, pruned or failed)."""
+        # Optuna keeps a pruned trial's last fold score as its value: that is no `rmse`.
+        value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
+        end_time = _ms(trial.datetime_complete)
+        return self.log_trial(
+            family_run_id, family, trial, state=trial.state, value=value, end_time=end_time,
+            run_id=run_id,
         )
-        self.client.set_terminated(run.info.run_id, status=status, end_time=end_time)
-        return run.info.run_id
 
     def log_killed(self, family_run_id: str, family: str, trial: optuna.trial.FrozenTrial) -> str:
         """Close the run of a trial whose worker died or was interrupted as KILLED.
@@ -301,11 +315,15 @@ class BackgroundLogger:
         self._thread.start()
 
     def submit(self, call: Callable[[], object]) -> None:
-        """Queue one logging call; raise the first error an earlier call hit (e.g. the
-        tracking server is gone), so the sweep stops instead of running trials it cannot log."""
+        """Queue one logging call; then raise the first error an earlier call hit (e.g. the
+        tracking server is gone), so the sweep stops instead of running trials it cannot log.
+
+        The call is queued even then: it is for a trial already told to Optuna, and the
+        cleanup after the error (:meth:`close`) still tries it.
+        """
+        self._queue.put(call)
         if self._errors:
             self.flush()
-        self._queue.put(call)
 
     def _work(self) -> None:
         while True:

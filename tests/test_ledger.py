@@ -4,9 +4,11 @@ died (also between creating the claim and writing its name)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -63,3 +65,43 @@ def test_a_claim_without_owner_is_taken_over_after_the_grace_period(
     time.sleep(0.35)
     assert claim.try_take()
     assert _owner(storage, "c") == ledger.worker_id()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_deferred_signals_hold_a_signal_that_another_thread_receives(signum: int) -> None:
+    # The kernel may hand a process signal to any thread (the logging and heartbeat threads):
+    # a signal mask on the main thread alone let Python raise in the middle of the block.
+    def interrupt(signum: int, frame: object) -> None:
+        raise _Interrupted(signal.Signals(signum).name)
+
+    previous = signal.signal(signum, interrupt)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, args=(10,))
+    other.start()
+    reached = []
+    try:
+        with pytest.raises(_Interrupted, match=signal.Signals(signum).name):
+            with ledger.deferred_signals():
+                signal.pthread_kill(other.ident, signum)  # type: ignore[arg-type]
+                time.sleep(0.3)  # Python runs handlers between bytecodes: it would have by now
+                reached.append("end of block")
+        assert reached == ["end of block"]
+        # The handler is back: a signal now interrupts at once.
+        with pytest.raises(_Interrupted):
+            signal.raise_signal(signum)
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        other.join()
+        signal.signal(signum, previous)
+
+
+def test_deferred_signals_deliver_nothing_when_nothing_came() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with ledger.deferred_signals():
+        pass
+    assert signal.getsignal(signal.SIGINT) is before

@@ -114,6 +114,11 @@ class Sweep:
             for trials in self.trials().values() for t in trials
         )
 
+    def running(self) -> int:
+        return sum(
+            t.state == TrialState.RUNNING for trials in self.trials().values() for t in trials
+        )
+
 
 def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str], timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
@@ -204,11 +209,79 @@ def test_sigkill_at_many_points_then_resume(tmp_path: Path) -> None:
     print(f"kill points: {len(points)}; killed trials per family: {killed}")
 
 
+#: Runs sweep.py with every trial run's metrics written a second after the run is made, so that
+#: a kill lands between telling Optuna and logging (test-side only: the product has no such hook).
+SLOW_LOGGING = """
+import os, runpy, sys, time
+sys.path.insert(0, {root!r})
+from mlflow import MlflowClient
+log_batch = MlflowClient.log_batch
+def slow_log_batch(self, run_id, metrics=(), params=(), tags=(), **kwargs):
+    if metrics and params:  # a trial run's metrics and params
+        time.sleep(1.0)
+    return log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+MlflowClient.log_batch = slow_log_batch
+sys.argv[0] = {sweep!r}
+runpy.run_path({sweep!r}, run_name="__main__")
+"""
+
+
+def _trial_runs_by_number(sweep: Sweep, family: str) -> dict[int, str]:
+    """``trial number -> run status`` of one family's trial runs so far."""
+    client = MlflowClient(tracking_uri=sweep.uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return {}
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`sweep.role` = 'trial' and tags.`sweep.family` = '{family}'",
+        max_results=1000,
+    )
+    return {int(r.data.tags["sweep.trial"]): r.info.status for r in runs}
+
+
+def test_sigkill_between_telling_and_logging_then_resume(tmp_path: Path) -> None:
+    # Trials are told to Optuna before their runs are logged (in the background): a SIGKILL in
+    # between leaves finished trials without a run, or with a run made but not filled. The
+    # resume logs them from the trials themselves, once, and completes the half-made run.
+    sweep = Sweep(tmp_path, "orphans", ("elastic_net",), n_trials=8)
+    wrapper = tmp_path / "slow_logging.py"
+    wrapper.write_text(SLOW_LOGGING.format(root=str(ROOT), sweep=str(ROOT / "sweep.py")))
+    log = tmp_path / "killed.log"
+    command = [sys.executable, str(wrapper), *sweep.command()[2:]]
+    process = subprocess.Popen(command, cwd=tmp_path, env=sweep.env(), text=True,
+                               stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+    def in_the_window() -> bool:
+        # Trials told, and the logger in the middle of a run (made, its metrics not yet in).
+        if sweep.done() < 4:  # (also: the tracking store exists by then)
+            return False
+        return "RUNNING" in _trial_runs_by_number(sweep, "elastic_net").values()
+
+    wait_until(in_the_window, process, timeout=120)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    told = {t.number for t in sweep.trials()["elastic_net"]
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    runs = _trial_runs_by_number(sweep, "elastic_net")
+    assert told - set(runs), f"the kill should leave told trials without a run: {runs}, {told}"
+    assert "RUNNING" in runs.values(), f"the kill should leave a half-made run: {runs}"
+    resumed = sweep.run()
+    assert resumed.returncode == 0, resumed.stderr
+    check_sweep(sweep)  # one complete run per trial: none lost, none doubled
+    # A second resume finds nothing left to log (the dead worker is marked as handled).
+    again = sweep.run()
+    assert again.returncode == 0, again.stderr
+    check_sweep(sweep)
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_closes_runs_as_killed_and_resumes(tmp_path: Path, signum: int, code: int) -> None:
     sweep = Sweep(tmp_path, "interrupted", ("random_forest",), n_trials=4)
     process = sweep.start()
-    wait_until(lambda: sweep.done() >= 1, process)
+    # In the middle of the second trial (a trial is told the moment it ends, so "one done"
+    # alone would often signal between two trials, where no trial is there to interrupt).
+    wait_until(lambda: sweep.done() >= 1 and sweep.running() >= 1, process)
     process.send_signal(signum)
     assert process.wait(timeout=120) == code
     log = Path(sweep.logs[-1]).read_text()

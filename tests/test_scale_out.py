@@ -307,8 +307,11 @@ def killed_worker(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) 
             return [w for w in sweep.running_by_worker()
                     if w != owner[0] and w.startswith(f"{host}:")]
 
-        wait_until(lambda: bool(victims()), processes[0], timeout=300)
-        victim_id = victims()[0]
+        # The first live worker found in a trial: asking again could find it between two
+        # trials (they are told the moment they end).
+        found: list[str] = []
+        wait_until(lambda: bool(found.extend(victims()) or found), processes[0], timeout=300)
+        victim_id = found[0]
         victim = next(p for p in processes if f"{host}:{p.pid}" == victim_id)
         victim.send_signal(signal.SIGKILL)
         victim.wait()
