@@ -116,6 +116,15 @@ def _no_tracking() -> None:
         def __getattr__(self, name: str) -> Any:  # start, family, prefetch, current, close, ...
             return lambda *args, **kwargs: None
 
+    class _NoTrialLogs:
+        """No helper process: there is nothing to log."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def __getattr__(self, name: str) -> Any:  # submit, flush, close
+            return lambda *args, **kwargs: None
+
     runner.mlflow = types.SimpleNamespace(  # type: ignore[assignment]
         start_run=lambda *a, **k: _Run(), end_run=lambda *a, **k: None,
         get_tracking_uri=lambda: "none",
@@ -132,6 +141,7 @@ def _no_tracking() -> None:
     runner.log_and_register = register_nothing
     runner.warm_up_model_logging = lambda: None
     runner.Drawer = _NoDrawer  # type: ignore[assignment,misc]
+    runner.TrialLogProcess = _NoTrialLogs  # type: ignore[assignment,misc]
     runner._log_drawings = lambda *a, **k: None
 
 

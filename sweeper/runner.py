@@ -73,6 +73,7 @@ from sweeper.study import (
 from sweeper.tracking import (
     BackgroundLogger,
     SweepTracker,
+    TrialLogProcess,
     ensure_experiment,
     init_tracking_store,
 )
@@ -219,8 +220,7 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
                 for work in works:
                     worker.work_on(work)
                     if draw_early:
-                        # After this family's last trial is logged (the logger keeps order).
-                        worker.logger.submit(partial(_draw_if_complete, drawer, work.study))
+                        _draw_if_complete(drawer, work.study)
             if not spawned:
                 drawer.start()  # their imports overlap the wait for other workers' last trials
             worker.drain(works, budget_deadline)
@@ -400,6 +400,11 @@ class _Worker:
         self.config = config
         self.split = split
         self.dataset = dataset
+        #: Trial runs are logged from a helper process; the thread runs this process's own
+        #: background calls (warming up model logging).
+        self.trial_logs = TrialLogProcess(
+            mlflow.get_tracking_uri(), tracker.root_run_id, tracker.sweep_name
+        )
         self.logger = BackgroundLogger()
         self.heartbeat = ledger.Heartbeat(storage)
         self.current: tuple[_FamilyWork, int] | None = None
@@ -494,9 +499,7 @@ class _Worker:
             self.heartbeat.discard(trial_id)
             self.current = None
             frozen = self.storage.get_trial(trial_id)
-            self.logger.submit(
-                partial(self.tracker.log_finished, work.run_id, work.family.name, frozen)
-            )
+            self.trial_logs.submit(work.run_id, work.family.name, frozen)
         self._show(work, frozen)
         return True
 
@@ -529,7 +532,7 @@ class _Worker:
     def drain(self, works: Sequence[_FamilyWork], budget_deadline: float | None) -> None:
         """Help with what is left anywhere (replacements of dead workers' trials), then wait
         until no other worker is running a trial of these families."""
-        self.logger.flush()
+        self.trial_logs.flush()
         deadline = budget_deadline or deadline_after(self.config.timeout * max(1, len(works)))
         while True:
             busy = False
@@ -541,7 +544,7 @@ class _Worker:
                 waiting, running = unfinished(work.study)
                 if running or (waiting and not passed(deadline)):
                     busy = True
-            self.logger.flush()
+            self.trial_logs.flush()
             if not busy:
                 return
             time.sleep(_POLL)
@@ -569,6 +572,7 @@ class _Worker:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with ledger.deferred_signals():
             try:
+                self.trial_logs.close()
                 self.logger.close()
                 self._mark_flushed()
             except Exception as lost:  # noqa: BLE001 - the original error matters more
@@ -603,6 +607,7 @@ class _Worker:
             mark_flushed(self.storage, study, me)
 
     def close(self) -> None:
+        self.trial_logs.close()
         self.logger.close()
         self._mark_flushed()
         self.heartbeat.stop()

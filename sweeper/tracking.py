@@ -354,6 +354,84 @@ class BackgroundLogger:
             self._thread.join()
 
 
+class TrialLogProcess:
+    """Logs trial runs (:meth:`SweepTracker.log_finished`) in order from one helper process.
+
+    A process, not a thread: MLflow's client is Python code (SQLAlchemy, requests) that holds
+    the GIL. On a thread beside the trials it took the trials' time, and waiting for the GIL
+    after each write it fell behind the trials over HTTP (the sweep then waited for it at the
+    end). The helper starts at once (its imports overlap the sweep's set-up), ignores Ctrl-C
+    (the sweep flushes it while cleaning up) and dies with the sweep: what a SIGKILL loses is
+    logged later from the trials (:mod:`sweeper.orphans`).
+
+    Args:
+        tracking_uri: The tracking store to log to.
+        root_run_id: The sweep's root run (for the experiment and the source tags).
+        sweep_name: The sweep's name (tagged on every run).
+    """
+
+    def __init__(self, tracking_uri: str, root_run_id: str, sweep_name: str) -> None:
+        import concurrent.futures
+        import multiprocessing
+
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_trial_logger,
+            initargs=(tracking_uri, root_run_id, sweep_name),
+        )
+        self._pending: list[concurrent.futures.Future[object]] = [self._pool.submit(os.getpid)]
+
+    def submit(self, family_run_id: str, family: str, trial: optuna.trial.FrozenTrial) -> None:
+        """Queue the run of a finished trial; then raise the first error an earlier one hit
+        (as :meth:`BackgroundLogger.submit`: the call is queued even then)."""
+        self._pending.append(self._pool.submit(_log_finished, family_run_id, family, trial))
+        # Forget what is logged already; keep what is queued, and what failed (to raise it).
+        self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
+        if any(f.done() for f in self._pending):
+            self.flush()
+
+    def flush(self) -> None:
+        """Block until every queued run is logged; raise the first error any of them hit."""
+        pending, self._pending = self._pending, []
+        errors = [f.exception() for f in pending]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+
+    def close(self) -> None:
+        """Flush and stop the helper."""
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_process_tracker: SweepTracker | None = None
+
+
+def _init_trial_logger(tracking_uri: str, root_run_id: str, sweep_name: str) -> None:
+    import atexit
+    import signal
+
+    from sweeper.processes import die_with_parent
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+    # Exit as a forked child does, without tearing the interpreter down: with MLflow loaded
+    # that teardown takes 0.8 s (measured), and the sweep waits for the helper to exit. Every
+    # run is logged by then (the sweep flushes before it stops the helper).
+    atexit.register(os._exit, 0)
+    global _process_tracker
+    _process_tracker = SweepTracker(MlflowClient(tracking_uri), root_run_id, sweep_name)
+
+
+def _log_finished(family_run_id: str, family: str, trial: optuna.trial.FrozenTrial) -> str:
+    if _process_tracker is None:
+        raise RuntimeError("the trial logging process was not initialized")
+    return _process_tracker.log_finished(family_run_id, family, trial)
+
+
 def ensure_experiment() -> None:
     """Create the experiment named by ``MLFLOW_EXPERIMENT_NAME`` if it is missing.
 

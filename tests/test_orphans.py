@@ -1,5 +1,6 @@
 """Finished trials whose runs a killed worker never logged (:mod:`sweeper.orphans`), and the
-background logger that makes them possible (:class:`sweeper.tracking.BackgroundLogger`).
+background logging that makes them possible (:class:`sweeper.tracking.TrialLogProcess`,
+:class:`sweeper.tracking.BackgroundLogger`).
 
 The whole path (a real SIGKILL between telling and logging, then a resume) is
 ``test_resilience.py::test_sigkill_between_telling_and_logging_then_resume``.
@@ -8,10 +9,12 @@ The whole path (a real SIGKILL between telling and logging, then a resume) is
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import optuna
@@ -22,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeper import ledger, orphans
 from sweeper import objective as attrs
 from sweeper.study import open_storage
-from sweeper.tracking import BackgroundLogger, SweepTracker
+from sweeper.tracking import BackgroundLogger, SweepTracker, TrialLogProcess
 
 
 def _dead_worker() -> str:
@@ -203,3 +206,37 @@ def test_the_background_logger_queues_a_call_even_when_it_then_raises() -> None:
         logger.submit(lambda: ran.append("told trial"))
     logger.close()
     assert ran == ["told trial"]
+
+
+def test_the_trial_logging_process_logs_runs_in_order_and_ignores_ctrl_c(
+    family: tuple[optuna.storages.BaseStorage, optuna.Study, SweepTracker, str],
+    tracking_uri: str,
+) -> None:
+    _, study, tracker, family_run = family
+    for value in (10.0, 20.0, 30.0):
+        study.add_trial(_trial(ME, value=value))
+    logs = TrialLogProcess(tracking_uri, tracker.root_run_id, tracker.sweep_name)
+    try:
+        helper = logs._pending[0].result(timeout=60)  # the pid of the helper, once started
+        os.kill(helper, signal.SIGINT)  # Ctrl-C reaches the whole process group
+        for trial in study.get_trials(deepcopy=False):
+            logs.submit(family_run, "elastic_net", trial)
+        logs.flush()
+    finally:
+        logs.close()
+    runs = tracker.trial_runs(family_run)
+    assert {n: r.data.metrics["rmse"] for n, r in runs.items()} == {0: 10.0, 1: 20.0, 2: 30.0}
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}
+    assert all(r.data.tags["sweep.name"] == "s" for r in runs.values())
+    assert [r.info.start_time <= r.info.end_time for r in runs.values()] == [True] * 3
+
+
+def test_a_trial_logging_process_that_cannot_start_fails_the_flush(tracking_uri: str) -> None:
+    logs = TrialLogProcess(tracking_uri, "no-such-run", "s")
+    with pytest.raises(BrokenProcessPool):
+        logs.submit("family-run", "elastic_net", _trial(ME))
+        logs.flush()
+    # Reported once; a later submit fails at once, and closing neither hangs nor raises again.
+    with pytest.raises(BrokenProcessPool):
+        logs.submit("family-run", "elastic_net", _trial(ME))
+    logs.close()

@@ -209,11 +209,11 @@ def test_sigkill_at_many_points_then_resume(tmp_path: Path) -> None:
     print(f"kill points: {len(points)}; killed trials per family: {killed}")
 
 
-#: Runs sweep.py with every trial run's metrics written a second after the run is made, so that
-#: a kill lands between telling Optuna and logging (test-side only: the product has no such hook).
+#: A ``sitecustomize`` that makes every Python process of the sweep (also the helper that logs
+#: trial runs) write a trial run's metrics a second after the run is made, so that a kill lands
+#: between telling Optuna and logging (test-side only: the product has no such hook).
 SLOW_LOGGING = """
-import os, runpy, sys, time
-sys.path.insert(0, {root!r})
+import time
 from mlflow import MlflowClient
 log_batch = MlflowClient.log_batch
 def slow_log_batch(self, run_id, metrics=(), params=(), tags=(), **kwargs):
@@ -221,8 +221,6 @@ def slow_log_batch(self, run_id, metrics=(), params=(), tags=(), **kwargs):
         time.sleep(1.0)
     return log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
 MlflowClient.log_batch = slow_log_batch
-sys.argv[0] = {sweep!r}
-runpy.run_path({sweep!r}, run_name="__main__")
 """
 
 
@@ -245,12 +243,10 @@ def test_sigkill_between_telling_and_logging_then_resume(tmp_path: Path) -> None
     # between leaves finished trials without a run, or with a run made but not filled. The
     # resume logs them from the trials themselves, once, and completes the half-made run.
     sweep = Sweep(tmp_path, "orphans", ("elastic_net",), n_trials=8)
-    wrapper = tmp_path / "slow_logging.py"
-    wrapper.write_text(SLOW_LOGGING.format(root=str(ROOT), sweep=str(ROOT / "sweep.py")))
-    log = tmp_path / "killed.log"
-    command = [sys.executable, str(wrapper), *sweep.command()[2:]]
-    process = subprocess.Popen(command, cwd=tmp_path, env=sweep.env(), text=True,
-                               stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_LOGGING)
+    process = sweep.start(PYTHONPATH=str(hook))
 
     def in_the_window() -> bool:
         # Trials told, and the logger in the middle of a run (made, its metrics not yet in).
