@@ -402,9 +402,7 @@ class _Worker:
         self.dataset = dataset
         #: Trial runs are logged from a helper process; the thread runs this process's own
         #: background calls (warming up model logging).
-        self.trial_logs = TrialLogProcess(
-            mlflow.get_tracking_uri(), tracker.root_run_id, tracker.sweep_name
-        )
+        self.trial_logs = TrialLogProcess(mlflow.get_tracking_uri(), tracker)
         self.logger = BackgroundLogger()
         self.heartbeat = ledger.Heartbeat(storage)
         self.current: tuple[_FamilyWork, int] | None = None

@@ -73,17 +73,29 @@ def params_of(config: Mapping[str, Any]) -> list[Param]:
 class SweepTracker:
     """Creates and fills the runs of one sweep under an existing root run."""
 
-    def __init__(self, client: MlflowClient, root_run_id: str, sweep_name: str) -> None:
+    def __init__(
+        self,
+        client: MlflowClient,
+        root_run_id: str,
+        sweep_name: str,
+        *,
+        experiment_id: str | None = None,
+        source_tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """The experiment and the source tags are read from the root run unless given."""
         self.client = client
         self.root_run_id = root_run_id
         self.sweep_name = sweep_name
-        root = client.get_run(root_run_id)
-        self.experiment_id = root.info.experiment_id
-        self.source_tags = {
-            key: value
-            for key, value in root.data.tags.items()
-            if key.startswith(_SOURCE_TAG_PREFIXES)
-        }
+        if experiment_id is None or source_tags is None:
+            root = client.get_run(root_run_id)
+            experiment_id = root.info.experiment_id
+            source_tags = {
+                key: value
+                for key, value in root.data.tags.items()
+                if key.startswith(_SOURCE_TAG_PREFIXES)
+            }
+        self.experiment_id = experiment_id
+        self.source_tags = dict(source_tags)
 
     def _child_tags(self, parent_run_id: str, role: str, **extra: str) -> dict[str, str]:
         return {
@@ -366,19 +378,22 @@ class TrialLogProcess:
 
     Args:
         tracking_uri: The tracking store to log to.
-        root_run_id: The sweep's root run (for the experiment and the source tags).
-        sweep_name: The sweep's name (tagged on every run).
+        tracker: The sweep's tracker in this process (its root run, experiment and tags).
     """
 
-    def __init__(self, tracking_uri: str, root_run_id: str, sweep_name: str) -> None:
+    def __init__(self, tracking_uri: str, tracker: SweepTracker) -> None:
         import concurrent.futures
         import multiprocessing
 
+        # Everything the helper's tracker needs is passed in: the helper makes no request
+        # before its first trial, so a tracking server that is away fails a trial's logging
+        # (reported by flush), not the helper's start-up.
         self._pool = concurrent.futures.ProcessPoolExecutor(
             1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_trial_logger,
-            initargs=(tracking_uri, root_run_id, sweep_name),
+            initargs=(tracking_uri, tracker.root_run_id, tracker.sweep_name,
+                      tracker.experiment_id, tracker.source_tags),
         )
         self._pending: list[concurrent.futures.Future[object]] = [self._pool.submit(os.getpid)]
 
@@ -410,7 +425,13 @@ class TrialLogProcess:
 _process_tracker: SweepTracker | None = None
 
 
-def _init_trial_logger(tracking_uri: str, root_run_id: str, sweep_name: str) -> None:
+def _init_trial_logger(
+    tracking_uri: str,
+    root_run_id: str,
+    sweep_name: str,
+    experiment_id: str,
+    source_tags: Mapping[str, str],
+) -> None:
     import atexit
     import signal
 
@@ -423,7 +444,10 @@ def _init_trial_logger(tracking_uri: str, root_run_id: str, sweep_name: str) -> 
     # run is logged by then (the sweep flushes before it stops the helper).
     atexit.register(os._exit, 0)
     global _process_tracker
-    _process_tracker = SweepTracker(MlflowClient(tracking_uri), root_run_id, sweep_name)
+    _process_tracker = SweepTracker(
+        MlflowClient(tracking_uri), root_run_id, sweep_name,
+        experiment_id=experiment_id, source_tags=source_tags,
+    )
 
 
 def _log_finished(family_run_id: str, family: str, trial: optuna.trial.FrozenTrial) -> str:

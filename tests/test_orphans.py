@@ -22,7 +22,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper import ledger, orphans
+from sweeper import ledger, orphans, tracking
 from sweeper import objective as attrs
 from sweeper.study import open_storage
 from sweeper.tracking import BackgroundLogger, SweepTracker, TrialLogProcess
@@ -215,7 +215,7 @@ def test_the_trial_logging_process_logs_runs_in_order_and_ignores_ctrl_c(
     _, study, tracker, family_run = family
     for value in (10.0, 20.0, 30.0):
         study.add_trial(_trial(ME, value=value))
-    logs = TrialLogProcess(tracking_uri, tracker.root_run_id, tracker.sweep_name)
+    logs = TrialLogProcess(tracking_uri, tracker)
     try:
         helper = logs._pending[0].result(timeout=60)  # the pid of the helper, once started
         os.kill(helper, signal.SIGINT)  # Ctrl-C reaches the whole process group
@@ -231,8 +231,36 @@ def test_the_trial_logging_process_logs_runs_in_order_and_ignores_ctrl_c(
     assert [r.info.start_time <= r.info.end_time for r in runs.values()] == [True] * 3
 
 
-def test_a_trial_logging_process_that_cannot_start_fails_the_flush(tracking_uri: str) -> None:
-    logs = TrialLogProcess(tracking_uri, "no-such-run", "s")
+def test_a_trial_logging_process_that_cannot_log_fails_the_flush(
+    family: tuple[optuna.storages.BaseStorage, optuna.Study, SweepTracker, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, _, tracker, _ = family
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the helper inherits it
+    # A tracking server that is away: the helper starts (it makes no request at start), and
+    # the trial's logging fails with MLflow's error, which flush raises in the sweep.
+    logs = TrialLogProcess("http://127.0.0.1:9", tracker)
+    try:
+        logs.submit("family-run", "elastic_net", _trial(ME))
+        with pytest.raises(Exception, match="Failed to establish|Max retries|refused") as error:
+            logs.flush()
+        assert not isinstance(error.value, BrokenProcessPool)
+        # Raised once: a later submit queues, and its own failure comes with the next flush.
+        logs.submit("family-run", "elastic_net", _trial(ME))
+        with pytest.raises(Exception, match="Failed to establish|Max retries|refused"):
+            logs.flush()
+    finally:
+        logs.close()
+
+
+def test_a_trial_logging_process_that_cannot_start_fails_the_flush(
+    family: tuple[optuna.storages.BaseStorage, optuna.Study, SweepTracker, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, _, tracker, _ = family
+    # An initializer that fails (a broken installation): every logging call fails at once.
+    monkeypatch.setattr(tracking, "_init_trial_logger", _failing_init)
+    logs = TrialLogProcess("sqlite:///unused.db", tracker)
     with pytest.raises(BrokenProcessPool):
         logs.submit("family-run", "elastic_net", _trial(ME))
         logs.flush()
@@ -240,3 +268,7 @@ def test_a_trial_logging_process_that_cannot_start_fails_the_flush(tracking_uri:
     with pytest.raises(BrokenProcessPool):
         logs.submit("family-run", "elastic_net", _trial(ME))
     logs.close()
+
+
+def _failing_init(*args: object) -> None:
+    raise ImportError("a broken installation")

@@ -8,6 +8,8 @@ import io
 import json
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -15,6 +17,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from objectives import FAMILIES
 from sweeper import report
@@ -294,3 +297,58 @@ def test_print_report_needs_a_champion() -> None:
     with pytest.raises(ValueError) as error:
         print_report(outcome, out=io.StringIO())
     assert str(error.value) == "print_report needs an outcome with a champion, but got None"
+
+
+def test_champion_report_in_a_fresh_process(tmp_path: Path) -> None:
+    # A drawing helper's first job may be the champion's report, before anything imported
+    # pyplot (which loads matplotlib.style as a side effect): the report once failed there.
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import pandas as pd
+from sklearn.dummy import DummyRegressor
+from sweeper import report
+X = pd.DataFrame({{"age": [20, 30, 40, 50, 60, 70], "bmi": [20.0, 22, 24, 26, 28, 30]}})
+y = pd.Series([1.0, 2, 3, 4, 5, 6])
+model = DummyRegressor().fit(X, y)
+leaderboard = pd.DataFrame({{"family": ["dummy"], "cv_rmse": [1.0]}})
+path = report.champion_report(
+    model, X, y, family="dummy", config={{}}, cv_rmse=1.0,
+    test_metrics={{"test_rmse": 1.0, "test_mae": 1.0, "test_r2": 0.0}},
+    leaderboard=leaderboard, out_dir={str(tmp_path / "report")!r}, seed=0,
+)
+print(path)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "report" / "report.html").is_file()
+    for name in ("predicted_vs_actual.png", "residuals.png", "permutation_importance.png"):
+        _assert_png(tmp_path / "report" / name)
+
+
+@pytest.mark.parametrize("batch_rows", [200_000, 500], ids=["one call", "several calls"])
+def test_permutation_importance_is_scikit_learns_for_every_family(
+    sweep: Sweep, batch_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same shuffles and numbers as sklearn's, with the shuffled copies predicted together.
+    from sklearn.inspection import permutation_importance
+
+    monkeypatch.setattr(report, "_PERMUTATION_BATCH_ROWS", batch_rows)
+    X, y = sweep.split.X_test, sweep.split.y_test
+    for family, objective in sweep.objectives.items():
+        best = next(r for r in sweep.results if r.family == family).best
+        model = objective.build(config_of(best)).fit(sweep.split.X_train, sweep.split.y_train)
+        expected = permutation_importance(
+            model, X, y, scoring="neg_root_mean_squared_error", n_repeats=3, random_state=7
+        )
+        got = report.permutation_importance(model.predict, X, y, n_repeats=3, seed=7)
+        np.testing.assert_allclose(got, expected.importances, rtol=1e-12, atol=1e-9,
+                                   err_msg=family)
+
+
+def test_permutation_importance_needs_a_repeat(sweep: Sweep) -> None:
+    with pytest.raises(ValueError, match=r"^permutation_importance: n_repeats must be >= 1, "
+                                         r"but got 0$"):
+        report.permutation_importance(lambda X: X.iloc[:, 0], sweep.split.X_test,
+                                      sweep.split.y_test, n_repeats=0, seed=0)
