@@ -142,6 +142,7 @@ def _no_tracking() -> None:
     runner.warm_up_model_logging = lambda: None
     runner.Drawer = _NoDrawer  # type: ignore[assignment,misc]
     runner.TrialLogProcess = _NoTrialLogs  # type: ignore[assignment,misc]
+    runner.TrialLogThread = _NoTrialLogs  # type: ignore[assignment,misc]
     runner._log_drawings = lambda *a, **k: None
 
 

@@ -295,8 +295,8 @@ def reap_dead(
 class Heartbeat:
     """Beats for this process's unfinished trials on a daemon thread.
 
-    A trial is beaten from the moment it is popped until it is told (which may be after the
-    objective returned: logging and telling happen in the background).
+    A trial is beaten from the moment it is popped until it is told, as soon as its objective
+    returns (its run is logged afterwards, in the background).
     """
 
     storage: BaseStorage

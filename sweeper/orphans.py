@@ -3,7 +3,7 @@ result and logging its run leaves behind, and the one worker that logs them late
 
 A worker tells Optuna each result as soon as the objective returns, so the sampler and the pruner
 of the next trial see it whatever the tracking store's latency, and logs the trial's run in the
-background (:class:`sweeper.tracking.BackgroundLogger`). A SIGKILL in between leaves a finished
+background (:class:`sweeper.tracking.TrialLogProcess`). A SIGKILL in between leaves a finished
 trial without a run. The trial itself holds everything its run needs (params, fold scores,
 metrics, times), so the run is logged later from it by another worker or by the resume:
 

@@ -422,6 +422,25 @@ class TrialLogProcess:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+class TrialLogThread:
+    """:class:`TrialLogProcess`'s interface on a :class:`BackgroundLogger` thread: for a worker
+    that has no core to spare for a helper process (see ``sweeper.runner._trial_logs``)."""
+
+    def __init__(self, tracker: SweepTracker) -> None:
+        self._tracker = tracker
+        self._logger = BackgroundLogger()
+
+    def submit(self, family_run_id: str, family: str, trial: optuna.trial.FrozenTrial) -> None:
+        """Queue the run of a finished trial (as :meth:`TrialLogProcess.submit`)."""
+        self._logger.submit(lambda: self._tracker.log_finished(family_run_id, family, trial))
+
+    def flush(self) -> None:
+        self._logger.flush()
+
+    def close(self) -> None:
+        self._logger.close()
+
+
 _process_tracker: SweepTracker | None = None
 
 

@@ -272,3 +272,31 @@ def test_a_trial_logging_process_that_cannot_start_fails_the_flush(
 
 def _failing_init(*args: object) -> None:
     raise ImportError("a broken installation")
+
+
+@pytest.mark.parametrize(
+    ("n_workers", "spawned_by", "expected"),
+    [(1, None, "TrialLogProcess"), (0, None, "TrialLogThread"), (1, "2", "TrialLogThread")],
+    ids=["one worker, a core to spare", "a worker per core", "a worker spawned beside another"],
+)
+def test_trial_runs_are_logged_from_a_process_only_with_a_core_to_spare(
+    family: tuple[optuna.storages.BaseStorage, optuna.Study, SweepTracker, str],
+    monkeypatch: pytest.MonkeyPatch,
+    n_workers: int,
+    spawned_by: str | None,
+    expected: str,
+) -> None:
+    from sweeper import runner
+    from sweeper.config import SweepConfig
+
+    _, _, tracker, _ = family
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})  # 2 cores
+    if spawned_by is not None:
+        monkeypatch.setenv(runner._WORKERS_ENV, spawned_by)
+    else:
+        monkeypatch.delenv(runner._WORKERS_ENV, raising=False)
+    logs = runner._trial_logs(tracker, SweepConfig(n_workers=n_workers))
+    try:
+        assert type(logs).__name__ == expected
+    finally:
+        logs.close()

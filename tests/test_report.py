@@ -328,10 +328,11 @@ print(path)
 
 
 @pytest.mark.parametrize("batch_rows", [200_000, 500], ids=["one call", "several calls"])
-def test_permutation_importance_is_scikit_learns_for_every_family(
+def test_permutation_importance_is_scikit_learns(
     sweep: Sweep, batch_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The same shuffles and numbers as sklearn's, with the shuffled copies predicted together.
+    # The same shuffles and numbers as sklearn's, with the shuffled copies predicted together
+    # (for each family of the fixture: a linear one and a tree ensemble).
     from sklearn.inspection import permutation_importance
 
     monkeypatch.setattr(report, "_PERMUTATION_BATCH_ROWS", batch_rows)
