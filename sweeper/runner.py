@@ -877,7 +877,9 @@ def _log_root(
         frame = mlflow.data.from_pandas(
             dataset.frame, source=source, targets=dataset.target, name=dataset.name
         )
-    mlflow.log_input(frame, context="training")
+        # The dataset infers its schema when it is logged (a cached property), so the hint
+        # comes from here.
+        mlflow.log_input(frame, context="training")
 
 
 def serve_command(model_name: str) -> str:
