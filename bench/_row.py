@@ -71,8 +71,8 @@ class _NullTracker:
     def log_killed(self, *args: Any, **kwargs: Any) -> str:
         return "null-trial"
 
-    def close_dead_worker_runs(self, *args: Any, **kwargs: Any) -> list[str]:
-        return []
+    def close_dead_worker_runs(self, *args: Any, **kwargs: Any) -> int:
+        return 0
 
     def __getattr__(self, name: str) -> Any:  # mark_root, mark_worker, reopen, finish_family, ...
         return lambda *args, **kwargs: None

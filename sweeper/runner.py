@@ -443,7 +443,7 @@ class _Worker:
             family.name,
             self.config.n_trials,
             quiet=self.config.verbose == 0,
-            initial=_done_count(study),
+            initial=_progress_of(study)[0],
         )
         work = _FamilyWork(family, study, run_id, objective, progress)
         self.joined.append(work)
@@ -745,10 +745,6 @@ def _log_drawings(
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-def _done_count(study: optuna.Study) -> int:
-    return sum(is_done(t) for t in study.get_trials(deepcopy=False))
 
 
 def _progress_of(study: optuna.Study) -> tuple[int, float | None]:

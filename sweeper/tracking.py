@@ -126,20 +126,19 @@ class SweepTracker:
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.update_run(run_id, name=f"worker {worker}")
 
-    def close_dead_worker_runs(self, is_dead: Callable[[str], bool]) -> list[str]:
-        """Close as KILLED the root/worker runs left RUNNING by processes that died; returns
-        those workers (``host:pid``)."""
+    def close_dead_worker_runs(self, is_dead: Callable[[str], bool]) -> int:
+        """Close as KILLED the root/worker runs left RUNNING by processes that died."""
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{TAG_NAME}` = '{self.sweep_name}' and attributes.status = 'RUNNING'",
             max_results=1000,
         )
-        closed = []
+        closed = 0
         for run in runs:
             worker = run.data.tags.get(TAG_WORKER)
             if run.data.tags.get(TAG_ROLE) in (ROLE_SWEEP, ROLE_WORKER) and worker and is_dead(worker):
                 self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
-                closed.append(worker)
+                closed += 1
         return closed
 
     def create_family_run(self, family: str, study_name: str) -> str:
