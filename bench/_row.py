@@ -15,6 +15,8 @@ Kinds:
 ``optuna``  plain Optuna: one in-memory study per family, one after the other, in one process,
             no tracking, no pruning, the project's objective and folds; TPE or random sampler.
 ``flaml``   FLAML AutoML with a time budget on the same training split and the same folds.
+``trial_logging``  trial runs logged one after another to a tracking server, with the sweep's
+            connection per request or MLflow's kept-alive connections.
 """
 
 from __future__ import annotations
@@ -228,6 +230,62 @@ def run_our_sweep(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
+# logging trial runs over HTTP, with and without kept-alive connections
+# ----------------------------------------------------------------------------------------------
+
+
+def run_trial_logging(spec: dict[str, Any]) -> dict[str, Any]:
+    """Log ``runs`` trial runs one after another as the sweep does
+    (:meth:`sweeper.tracking.SweepTracker.log_finished`) to the tracking server in
+    ``MLFLOW_TRACKING_URI``; ``close`` = the sweep's fresh connection per request
+    (:mod:`sweeper.connections`), else MLflow's kept-alive ones."""
+    import datetime
+    import os
+    import statistics
+
+    import optuna
+    from mlflow import MlflowClient
+
+    from sweeper import objective as attrs
+    from sweeper.connections import close_after_each_request
+    from sweeper.tracking import SweepTracker
+
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    if spec["close"]:
+        close_after_each_request(uri)
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment(f"trial-logging-{spec['close']}-{os.getpid()}")
+    root = client.create_run(experiment_id).info.run_id
+    tracker = SweepTracker(client, root, "bench", experiment_id=experiment_id, source_tags={})
+    family_run = tracker.create_family_run("xgboost", "bench.xgboost")
+    start = datetime.datetime.now()
+    trial = optuna.trial.create_trial(
+        params={"learning_rate": 0.1, "max_depth": 4, "n_estimators": 300},
+        distributions={
+            "learning_rate": optuna.distributions.FloatDistribution(1.0e-3, 0.3, log=True),
+            "max_depth": optuna.distributions.IntDistribution(2, 10),
+            "n_estimators": optuna.distributions.IntDistribution(50, 1000),
+        },
+        value=4500.0,
+        user_attrs={attrs.ATTR_MAE: 2500.0, attrs.ATTR_R2: 0.86, attrs.ATTR_RMSE_STD: 300.0,
+                    attrs.ATTR_FOLD_RMSE: [4400.0, 4500.0, 4600.0, 4450.0, 4550.0]},
+    )
+    trial.datetime_start, trial.datetime_complete = start, start
+    seconds = []
+    cpu = []
+    for number in range(spec["warmup"] + spec["runs"]):
+        trial.number = number
+        began, began_cpu = time.perf_counter(), time.process_time()
+        tracker.log_finished(family_run, "xgboost", trial)
+        seconds.append(time.perf_counter() - began)
+        cpu.append(time.process_time() - began_cpu)
+    seconds, cpu = seconds[spec["warmup"]:], cpu[spec["warmup"]:]
+    return {"runs": spec["runs"], "median_ms": statistics.median(seconds) * 1000,
+            "mean_ms": statistics.fmean(seconds) * 1000,
+            "cpu_median_ms": statistics.median(cpu) * 1000}
+
+
+# ----------------------------------------------------------------------------------------------
 # plain Optuna
 # ----------------------------------------------------------------------------------------------
 
@@ -364,7 +422,8 @@ def run_flaml(spec: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     spec = json.loads(sys.argv[1])
     kind = spec["kind"]
-    runner = {"sweep": run_our_sweep, "optuna": run_plain_optuna, "flaml": run_flaml}[kind]
+    runner = {"sweep": run_our_sweep, "optuna": run_plain_optuna, "flaml": run_flaml,
+              "trial_logging": run_trial_logging}[kind]
     result = runner(spec)
     result = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
               for k, v in result.items()}

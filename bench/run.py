@@ -52,11 +52,13 @@ FULL = {
     "n_trials": 50, "baseline_families": BASELINE_FAMILIES, "sweep_families": "all",
     "tracking_trials": 20, "tracking_families": "all", "repeats": 3,
     "budget": 30.0, "flaml_budget": 30.0, "requests": 300, "batch_rows": 10_000, "batches": 5,
+    "logging_runs": 60,
 }
 SMOKE = {
     "n_trials": 2, "baseline_families": "elastic_net", "sweep_families": "elastic_net,xgboost",
     "tracking_trials": 2, "tracking_families": "elastic_net", "repeats": 1,
     "budget": 5.0, "flaml_budget": 3.0, "requests": 20, "batch_rows": 1_000, "batches": 2,
+    "logging_runs": 3,
     # Only the default row starts a second worker process (seconds of start-up each).
     "other_sweeps": {"n_workers": 1},
 }
@@ -154,9 +156,11 @@ def sqlite_uri(workdir: Path) -> str:
     return f"sqlite:///{workdir / 'mlflow.db'}"
 
 
-def tracking_rows(size: dict[str, Any], tmp: Path) -> list[Result]:
+def tracking_rows(size: dict[str, Any], tmp: Path) -> tuple[list[Result], dict[str, Result]]:
     """The same single-worker sweep with no tracking, on SQLite and over HTTP, interleaved
-    ``repeats`` times so that load changes hit every variant alike."""
+    ``repeats`` times so that load changes hit every variant alike; then trial runs logged
+    one after another to the same server with MLflow's kept-alive connections and with the
+    sweep's connection per request (sweeper.connections)."""
     config = {"n_trials": size["tracking_trials"], "families": size["tracking_families"],
               "n_workers": 1}
     runs: dict[str, list[Result]] = {"none": [], "sqlite": [], "http": []}
@@ -170,6 +174,13 @@ def tracking_rows(size: dict[str, Any], tmp: Path) -> list[Result]:
                         "config": config}
                 runs[variant].append(run_row(f"tracking_{variant}", f"tracking {variant} #{repeat}",
                                              spec, workdir, uri))
+        log_rows = {
+            mode: run_row(f"logging_{mode}", f"trial-run logging, {mode}",
+                          {"kind": "trial_logging", "close": mode == "close",
+                           "runs": size["logging_runs"], "warmup": 3},
+                          tmp / f"logging-{mode}", url)
+            for mode in ("keep", "close")
+        }
     labels = {"none": "same trials, no tracking (1 worker)",
               "sqlite": "sweep, tracking on SQLite (1 worker)",
               "http": "sweep, tracking over HTTP `mlflow server` (1 worker)"}
@@ -188,7 +199,7 @@ def tracking_rows(size: dict[str, Any], tmp: Path) -> list[Result]:
                     all_trials=[r.get("trial_values") for r in results])
         merged.append(Result(f"tracking_{variant}", labels[variant], data,
                              process_seconds=statistics.median(r.process_seconds for r in results)))
-    return merged
+    return merged, log_rows
 
 
 def serving_row(model_uri: str, tracking_uri: str, size: dict[str, Any], tmp: Path,
@@ -394,6 +405,24 @@ def _loop_seconds(result: Result) -> float:
     return float(phases.get("sweep.trials", result.get("seconds")))
 
 
+def logging_text(log_rows: dict[str, Result]) -> list[str]:
+    """The trial-run logging rows: per-run latency to the bench's `mlflow server`."""
+    if not log_rows:
+        return []
+    failed = [r for r in log_rows.values() if not r.ok]
+    if failed:
+        return [f"Trial-run logging: FAILED: {failed[0].error}", ""]
+    keep, close = log_rows["keep"], log_rows["close"]
+    faster = keep.get("median_ms") / close.get("median_ms")
+    return [
+        f"Trial-run logging to the same `mlflow server` (uvicorn, 2 worker processes), "
+        f"{keep.get('runs')} runs one after another as the sweep logs them (3 requests each): "
+        f"kept-alive connections (MLflow's default) {keep.get('median_ms'):.1f} ms per run "
+        f"(median; client CPU {keep.get('cpu_median_ms'):.1f} ms), a connection per request "
+        f"(the sweep, `sweeper/connections.py`) {close.get('median_ms'):.1f} ms (client CPU "
+        f"{close.get('cpu_median_ms'):.1f} ms): {faster:.1f}× faster.", ""]
+
+
 def serving_text(serving: dict[str, Any] | None) -> list[str]:
     if not serving:
         return []
@@ -458,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
     results: list[Result] = []
     serving: dict[str, Any] | None = None
+    log_rows: dict[str, Result] = {}
     n = size["n_trials"]
     try:
         if "baseline" in only:
@@ -481,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
                                    sqlite_uri(tmp / "no_pruning")))
         if "tracking" in only:
             try:
-                results.extend(tracking_rows(size, tmp))
+                tracked, log_rows = tracking_rows(size, tmp)
+                results.extend(tracked)
             except Exception as error:  # noqa: BLE001 - e.g. the server did not start
                 results.append(Result("tracking_http", "tracking rows", error=str(error)[:200]))
         if "flaml" in only:
@@ -531,17 +562,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{size['tracking_trials']} trials × {size['tracking_families']} families, 1 worker, "
             f"median of {size['repeats']} interleaved repeats.")
     text = "\n".join([head, "", table(results), "", *targets(by, serving, args.smoke), "",
-                      *serving_text(serving)]) + "\n"
+                      *logging_text(log_rows), *serving_text(serving)]) + "\n"
     print(text)
     output = args.output or (None if args.smoke else RESULTS)
     if output is not None:
         output.write_text(text)
         raw = {r.key: {**{k: v for k, v in r.data.items() if k not in ("trial_values", "all_trials")},
-                       "error": r.error, "process_seconds": r.process_seconds} for r in results}
+                       "error": r.error, "process_seconds": r.process_seconds}
+               for r in [*results, *log_rows.values()]}
         output.with_suffix(".json").write_text(json.dumps({"rows": raw, "serving": serving},
                                                           indent=1, default=str))
         print(f"[bench] written to {output}", file=sys.stderr)
-    failed = [r for r in results if r.error is not None]
+    failed = [r for r in [*results, *log_rows.values()] if r.error is not None]
     if serving and "error" in serving:
         failed.append(Result("serving", "serving", error=serving["error"]))
     return 1 if failed else 0

@@ -12,8 +12,9 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["child_env", "die_with_parent", "free_port", "running_server"]
+__all__ = ["child_env", "die_with_parent", "free_port", "lowered_priority", "running_server"]
 
 #: Variables a child must not inherit: `mlflow run` sets the first three for its own run, and
 #: mlflow.set_tracking_uri/set_registry_uri write the last two into os.environ.
@@ -31,6 +32,22 @@ def die_with_parent() -> None:
 
         pr_set_pdeathsig = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def lowered_priority(niceness: int, module: str, function: str, *args: Any) -> None:
+    """Initializer of a helper process: add ``niceness`` to its CPU niceness, then import
+    ``module`` and call its ``function(*args)``.
+
+    Passed to an executor instead of the helper's own initializer so that the niceness holds
+    from the start: a spawned helper imports its initializer's module before calling it, and
+    a helper's imports (MLflow, matplotlib: 1.5-2 s of CPU each) are most of its work beside
+    the trials. This module imports nothing heavy.
+    """
+    if niceness:
+        os.nice(niceness)
+    import importlib
+
+    getattr(importlib.import_module(module), function)(*args)
 
 
 def child_env(**extra: str) -> dict[str, str]:

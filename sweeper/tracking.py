@@ -28,6 +28,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from sweeper import objective as attrs
 from sweeper.ledger import ATTR_KILLED
+from sweeper.processes import lowered_priority
 
 _logger = logging.getLogger(__name__)
 
@@ -378,9 +379,11 @@ class TrialLogProcess:
     Args:
         tracking_uri: The tracking store to log to.
         tracker: The sweep's tracker in this process (its root run, experiment and tags).
+        niceness: Added to the helper's CPU niceness before it imports anything, so that
+            where the scheduler puts it beside a trial, the trial keeps most of the core.
     """
 
-    def __init__(self, tracking_uri: str, tracker: SweepTracker) -> None:
+    def __init__(self, tracking_uri: str, tracker: SweepTracker, *, niceness: int = 0) -> None:
         import concurrent.futures
         import multiprocessing
 
@@ -390,8 +393,9 @@ class TrialLogProcess:
         self._pool = concurrent.futures.ProcessPoolExecutor(
             1,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_trial_logger,
-            initargs=(tracking_uri, tracker.root_run_id, tracker.sweep_name,
+            initializer=lowered_priority,
+            initargs=(niceness, _init_trial_logger.__module__, _init_trial_logger.__name__,
+                      tracking_uri, tracker.root_run_id, tracker.sweep_name,
                       tracker.experiment_id, tracker.source_tags),
         )
         self._pending: list[concurrent.futures.Future[object]] = [self._pool.submit(os.getpid)]
@@ -453,10 +457,12 @@ def _init_trial_logger(
     import atexit
     import signal
 
+    from sweeper.connections import close_after_each_request
     from sweeper.processes import die_with_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
+    close_after_each_request(tracking_uri)
     # Exit as a forked child does, without tearing the interpreter down: with MLflow loaded
     # that teardown takes 0.8 s (measured), and the sweep waits for the helper to exit. Every
     # run is logged by then (the sweep flushes before it stops the helper).

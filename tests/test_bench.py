@@ -3,6 +3,7 @@ the table. It asserts nothing about speed."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,6 @@ def test_bench_smoke_runs_every_row(tmp_path: Path) -> None:
     assert "FAILED" not in text, text
     assert "Serving (" in text and "rows/s" in text, text
     assert "| 1. tracking overhead on SQLite" in text and "n/a (smoke)" in text, text
+    # Trial runs logged to the bench's server both ways (kept-alive and a connection each).
+    assert re.search(r"Trial-run logging to the same `mlflow server`.* kept-alive connections "
+                     r"\(MLflow's default\) [\d.]+ ms per run .* a connection per request", text), text

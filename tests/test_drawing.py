@@ -39,8 +39,8 @@ def storage(tmp_path: Path) -> str:
 
 
 @pytest.fixture()
-def drawer(storage: str) -> Iterator[Drawer]:
-    drawer = Drawer(storage, processes=2)
+def drawer(storage: str, request: pytest.FixtureRequest) -> Iterator[Drawer]:
+    drawer = Drawer(storage, processes=2, spare_core=getattr(request, "param", False))
     yield drawer
     drawer.close()
 
@@ -108,6 +108,8 @@ def test_the_champion_report_embeds_its_familys_plots(
     assert html.count("data:image/png;base64,") == 3 + len(plots)
 
 
+@pytest.mark.parametrize("drawer", [False, True], ids=["busy cores", "a spare core"],
+                         indirect=True)
 def test_helpers_run_at_the_lowest_priority_and_close_cleans_up(drawer: Drawer) -> None:
     drawer.start()
     assert drawer._pool is not None

@@ -298,5 +298,12 @@ def test_trial_runs_are_logged_from_a_process_only_with_a_core_to_spare(
     logs = runner._trial_logs(tracker, SweepConfig(n_workers=n_workers))
     try:
         assert type(logs).__name__ == expected
+        if isinstance(logs, TrialLogProcess):
+            # Niced from its start: it yields to a trial that shares its core.
+            niceness = logs._pool.submit(os.nice, 0).result(timeout=60)
+            assert niceness == min(19, os.nice(0) + runner._LOGGER_NICENESS)
     finally:
         logs.close()
+    # The drawing helpers start at the lowest priority on the same condition.
+    assert runner._spare_core(SweepConfig(n_workers=n_workers)) is (expected == "TrialLogProcess")
+

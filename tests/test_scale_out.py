@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -239,6 +240,19 @@ def test_three_workers_run_exactly_n_trials_once(three_workers: Finished) -> Non
     # One champion line, the same in every worker's report.
     assert len({champion_line(Path(log).read_text()) for log in sweep.logs}) == 1
     print(f"3 workers, {len(trials)} trials: {three_workers.seconds:.1f} s")
+
+
+def test_workers_do_not_reuse_connections_to_the_server(three_workers: Finished) -> None:
+    # The test server runs uvicorn with 2 workers, as `mlflow server` does by default (with
+    # 4): on a kept-alive connection each response waits 40 ms for a delayed ACK
+    # (sweeper.connections). Its access log names each request's client port: the sweep's
+    # writes come on a connection each (a kept-alive connection would repeat its port).
+    # `mlflow run`, which started the third worker, logs its params on its own connection.
+    requests_ = re.findall(r"127\.0\.0\.1:(\d+) - \"POST /api/2\.0/mlflow/runs/log-batch ",
+                           three_workers.stack.server.log.read_text())
+    assert len(requests_) >= N_TRIALS * len(FAMILIES), "the server log has no access lines?"
+    repeated = len(requests_) - len(set(requests_))
+    assert repeated <= 0.05 * len(requests_), (repeated, len(requests_))
 
 
 def test_artifacts_come_through_the_tracking_server(three_workers: Finished) -> None:
