@@ -18,8 +18,10 @@ from sweeper import connections
 @pytest.fixture()
 def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """MLflow's header providers and this module's flag as a new process has them; restored
-    afterwards (the registration is for the whole process)."""
-    providers = list(header_registry._request_header_provider_registry._registry)
+    afterwards (the registration is for the whole process, and an earlier test's sweep in
+    this process may have made it)."""
+    providers = [p for p in header_registry._request_header_provider_registry._registry
+                 if not isinstance(p, connections._CloseConnection)]
     monkeypatch.setattr(header_registry._request_header_provider_registry, "_registry", providers)
     monkeypatch.setattr(connections, "_registered", False)
     return providers
