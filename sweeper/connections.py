@@ -5,10 +5,11 @@ multi-worker mode leaves Nagle's algorithm on for the connections it accepts (uv
 #3149: its pre-bound listener has ``proto`` 0, so asyncio never sets ``TCP_NODELAY``). It writes
 a response as two segments, headers then body; on a connection that is kept alive the body
 waits for the client's delayed ACK: 40 ms on Linux, on every request after a connection's first.
-A trial run takes three requests: measured against a local ``mlflow server`` with its defaults,
-about 160 ms on kept-alive connections and 35 ms on fresh ones, with the same CPU on both sides
-(``bench/run.py`` measures it in every run). A fresh TCP connection costs one round trip more,
-far less than that even across a network.
+A trial run takes three requests: against a local ``mlflow server`` (uvicorn, 2 workers) it
+took 216 ms on kept-alive connections and 45 ms on fresh ones, with about the same CPU in the
+client (``bench/run.py`` measures both in every run; these are from the run the README
+quotes). A fresh TCP connection costs one round trip more, far less than that even across a
+network.
 
 Over ``https://`` a fresh connection costs a TLS handshake, and such servers usually sit behind
 a proxy that does not have the problem: those connections are kept. Servers started with

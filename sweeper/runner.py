@@ -99,8 +99,8 @@ _HTTP_RETRY_DEFAULTS = {
 #: Seconds between checks while waiting for other workers' last trials.
 _POLL = 0.2
 #: Added to the trial-logging helper's niceness: it yields to a trial it shares a core with
-#: (side by side with 1 worker on 2 cores, the trials spent 1.6-2.0 s off the CPU beside
-#: helpers at normal priority, 0.6-0.7 s beside niced ones), and still comes before the
+#: (in interleaved runs with 1 worker on 2 cores, 100 trials spent 1.7-1.9 s off the CPU
+#: beside helpers at normal priority, 0.4-0.6 s beside niced ones), and still comes before the
 #: drawing helpers (19), whose plots can wait for the end.
 _LOGGER_NICENESS = 10
 
