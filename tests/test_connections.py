@@ -3,15 +3,14 @@ connections (``mlflow server``'s defaults delay every response on a kept-alive o
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 
 import pytest
 from mlflow import MlflowClient
 from mlflow.tracking.request_header import registry as header_registry
 
+from conftest import QuietHandler, http_server
 from sweeper import connections
 
 
@@ -60,7 +59,7 @@ def test_registers_once(fresh_registry: list[object]) -> None:
     assert header_registry.resolve_request_headers()["Connection"] == "close"
 
 
-class _Experiments(http.server.BaseHTTPRequestHandler):
+class _Experiments(QuietHandler):
     """Answers MLflow's get-experiment-by-name like a tracking server (HTTP/1.1, kept alive
     unless asked otherwise) and records each request's client port and Connection header."""
 
@@ -71,28 +70,14 @@ class _Experiments(http.server.BaseHTTPRequestHandler):
         self.seen.append((self.client_address[1], self.headers.get("Connection")))
         body = json.dumps({"experiment": {"experiment_id": "7", "name": "e",
                                           "lifecycle_stage": "active"}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
+        self.reply(200, body, "application/json")
 
 
 @pytest.fixture()
 def experiments_server() -> Iterator[tuple[str, list[tuple[int, str | None]]]]:
     seen: list[tuple[int, str | None]] = []
-    handler = type("Handler", (_Experiments,), {"seen": seen})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(type("Handler", (_Experiments,), {"seen": seen})) as url:
+        yield url, seen
 
 
 @pytest.mark.parametrize("close", [False, True], ids=["mlflow-default", "closed"])

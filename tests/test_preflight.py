@@ -2,50 +2,34 @@
 
 from __future__ import annotations
 
-import http.server
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from conftest import free_port
+from conftest import QuietHandler, free_port, http_server
 from sweeper.errors import SweepError
 from sweeper.preflight import check_tracking_server
 
 WAY_OUT = "start it or set MLFLOW_TRACKING_URI to a reachable server"
 
 
-class _Health(http.server.BaseHTTPRequestHandler):
+class _Health(QuietHandler):
     """Answers like an MLflow server: GET /health -> 200 "OK"; anything else -> 404."""
 
     paths: list[str]
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
         self.paths.append(self.path)
-        status, body = (200, b"OK") if self.path == "/health" else (404, b"")
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
+        self.reply(*((200, b"OK") if self.path == "/health" else (404, b"")))
 
 
 @pytest.fixture()
 def health_server() -> Iterator[tuple[str, list[str]]]:
     paths: list[str] = []
-    handler = type("Handler", (_Health,), {"paths": paths})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", paths
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(type("Handler", (_Health,), {"paths": paths})) as url:
+        yield url, paths
 
 
 def test_closed_port_fails_in_seconds_with_one_line() -> None:
