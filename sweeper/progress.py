@@ -39,7 +39,9 @@ class FamilyProgress:
     Args:
         family: The family name, the line's (or bar's) label.
         total: Trials the study should reach (``n_trials``).
-        out: Where to write; standard error by default, so stdout keeps the leaderboard.
+        out: Where to write; by default the standard error of the moment the bar is made (not
+            of import time: a notebook or a test may have replaced it since), so stdout keeps
+            the leaderboard.
         interactive: Draw a live bar (``True``) or plain lines (``False``); ``None`` draws a
             bar when ``out`` is a TTY.
         quiet: Write nothing at all.
@@ -55,7 +57,7 @@ class FamilyProgress:
         family: str,
         total: int,
         *,
-        out: TextIO = sys.stderr,
+        out: TextIO | None = None,
         interactive: bool | None = None,
         quiet: bool = False,
         every: int = 5,
@@ -70,7 +72,7 @@ class FamilyProgress:
         self.total = total
         self.quiet = quiet
         self.every = every
-        self._out = out
+        self._out = out if out is not None else sys.stderr
         self._clock = clock
         self._started = clock()
         self._initial = initial
@@ -81,7 +83,7 @@ class FamilyProgress:
         # `done` when the last plain line was written (or when the display started).
         self._line_mark = initial
         if interactive is None:
-            interactive = _isatty(out)
+            interactive = _isatty(self._out)
         self.interactive = interactive and not quiet
         self._bar: Any = None
         if self.interactive:
@@ -93,7 +95,7 @@ class FamilyProgress:
                 initial=initial,
                 desc=family,
                 unit="trial",
-                file=out,
+                file=self._out,
                 dynamic_ncols=True,
                 leave=True,
             )

@@ -154,3 +154,13 @@ def test_update_after_close_raises() -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_default_out_is_the_standard_error_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not the one of import time: a notebook or a test may have replaced sys.stderr since, and
+    # writing to a stream that was closed since failed a sweep (ValueError on a closed file).
+    later, clock = io.StringIO(), FakeClock()
+    monkeypatch.setattr("sys.stderr", later)
+    with FamilyProgress("rf", 1, interactive=False, every=1, clock=clock) as progress:
+        _run(progress, clock, [7.0])
+    assert later.getvalue() == "rf: 1/1 trials, best rmse 7.0, 1.5 s elapsed\n"
