@@ -28,7 +28,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from optuna.trial import TrialState
-from sklearn.base import BaseEstimator, RegressorMixin
 
 from sweeper.objective import ATTR_RMSE_STD
 from sweeper.study import FamilyResult
@@ -346,7 +345,7 @@ def champion_report(
     # one-hot columns together, so the importance is per input a user knows. The compiled
     # pipeline (the served one, the same predictions) predicts 2-4x faster.
     increase = permutation_importance(
-        _compiled(model).predict, X_test, y_test, n_repeats=_PERMUTATION_REPEATS, seed=seed
+        _compiled_predict(model), X_test, y_test, n_repeats=_PERMUTATION_REPEATS, seed=seed
     )
     importances = pd.DataFrame(
         {
@@ -438,33 +437,15 @@ def permutation_importance(
     return (rmse[1:] - rmse[0]).reshape(X.shape[1], n_repeats)
 
 
-class _CompiledRegressor(RegressorMixin, BaseEstimator):
-    """A fitted pipeline's compiled predict (:func:`sweeper.serving.compile_pipeline`) as the
-    fitted regressor scikit-learn's inspection tools expect."""
-
-    def __init__(self, predict_fn: Callable[[pd.DataFrame], np.ndarray] | None = None) -> None:
-        self.predict_fn = predict_fn
-
-    def fit(self, X: Any, y: Any = None) -> _CompiledRegressor:  # noqa: ARG002 - fitted already
-        return self
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        if self.predict_fn is None:
-            raise ValueError("_CompiledRegressor needs predict_fn, but got None")
-        return self.predict_fn(X)
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return True
-
-
-def _compiled(model: Any) -> Any:
-    """``model`` with its compiled predict when it compiles, else ``model`` itself."""
+def _compiled_predict(model: Any) -> Callable[[pd.DataFrame], Any]:
+    """``model``'s compiled predict (:func:`sweeper.serving.compile_pipeline`, the served one)
+    when it compiles, else its own."""
     from sweeper.serving import NotCompilable, compile_pipeline
 
     try:
-        return _CompiledRegressor(compile_pipeline(model))
+        return compile_pipeline(model)
     except NotCompilable:
-        return model
+        return model.predict
 
 
 def _new_figure(width: float = 6.4, height: float = 4.8) -> Figure:

@@ -283,12 +283,6 @@ def test_report_html_is_self_contained_and_shows_every_plot(champion_dir: Path) 
     assert "test_rmse" in page and "cv_rmse" in page
 
 
-def test_compiled_regressor_without_a_predict_function_says_so() -> None:
-    with pytest.raises(ValueError) as error:
-        report._CompiledRegressor().predict(pd.DataFrame({"a": [1.0]}))
-    assert str(error.value) == "_CompiledRegressor needs predict_fn, but got None"
-
-
 def test_print_report_needs_a_champion() -> None:
     # A worker spawned by a command returns an outcome without one (the command registers).
     from sweeper.runner import SweepOutcome, print_report
@@ -346,6 +340,22 @@ def test_permutation_importance_is_scikit_learns(
         got = report.permutation_importance(model.predict, X, y, n_repeats=3, seed=7)
         np.testing.assert_allclose(got, expected.importances, rtol=1e-12, atol=1e-9,
                                    err_msg=family)
+
+
+def test_the_report_predicts_with_the_compiled_pipeline_when_it_compiles(sweep: Sweep) -> None:
+    from sklearn.dummy import DummyRegressor
+
+    X, y = sweep.split.X_train, sweep.split.y_train
+    family, objective = next(iter(sweep.objectives.items()))
+    best = next(r for r in sweep.results if r.family == family).best
+    pipeline = objective.build(config_of(best)).fit(X, y)
+    compiled = report._compiled_predict(pipeline)
+    assert compiled != pipeline.predict
+    np.testing.assert_allclose(compiled(sweep.split.X_test), pipeline.predict(sweep.split.X_test),
+                               rtol=1e-9)
+    # Not a compilable pipeline: its own predict.
+    dummy = DummyRegressor().fit(X, y)
+    assert report._compiled_predict(dummy) == dummy.predict
 
 
 def test_permutation_importance_needs_a_repeat(sweep: Sweep) -> None:
