@@ -27,8 +27,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from sweeper import objective as attrs
+from sweeper.connections import close_after_each_request
 from sweeper.ledger import ATTR_KILLED
-from sweeper.processes import lowered_priority
+from sweeper.processes import die_with_parent, lowered_priority
 
 _logger = logging.getLogger(__name__)
 
@@ -456,9 +457,6 @@ def _init_trial_logger(
 ) -> None:
     import atexit
     import signal
-
-    from sweeper.connections import close_after_each_request
-    from sweeper.processes import die_with_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
