@@ -209,8 +209,8 @@ def _init_helper(storage: str, spare_core: bool) -> None:
     # core the trials leave free, the imports too: where the scheduler puts a helper on a
     # trial's core, the trial keeps it (in interleaved runs with one worker on 2 cores, the
     # trials spent 1.7-1.9 s off the CPU beside helpers that started at normal priority,
-    # 0.4-0.6 s beside niced ones). Beside busy workers the imports run at normal priority: at the lowest a
-    # helper would still be importing when the trials end.
+    # 0.4-0.6 s beside niced ones). Beside busy workers the imports run at normal priority:
+    # at the lowest a helper would still be importing when the trials end.
     if spare_core:
         os.nice(19)
     import threadpoolctl

@@ -306,4 +306,3 @@ def test_trial_runs_are_logged_from_a_process_only_with_a_core_to_spare(
         logs.close()
     # The drawing helpers start at the lowest priority on the same condition.
     assert runner._spare_core(SweepConfig(n_workers=n_workers)) is (expected == "TrialLogProcess")
-

@@ -247,7 +247,7 @@ def test_workers_do_not_reuse_connections_to_the_server(three_workers: Finished)
     # 4): on a kept-alive connection each response waits 40 ms for a delayed ACK
     # (sweeper.connections). Its access log names each request's client port: the sweep's
     # writes come on a connection each (a kept-alive connection would repeat its port).
-    # `mlflow run`, which started the third worker, logs its params on its own connection.
+    # `mlflow run`, which started the third worker, sends one log-batch of its own (its params).
     requests_ = re.findall(r"127\.0\.0\.1:(\d+) - \"POST /api/2\.0/mlflow/runs/log-batch ",
                            three_workers.stack.server.log.read_text())
     assert len(requests_) >= N_TRIALS * len(FAMILIES), "the server log has no access lines?"
