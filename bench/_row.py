@@ -103,7 +103,7 @@ def _no_tracking() -> None:
         def __exit__(self, *exc: object) -> None:
             return None
 
-    def register_nothing(champion, model, test_metrics, *, X_train, model_name, root_run_id):  # noqa: ANN001, ANN202
+    def register_nothing(champion, prepared, test_metrics, *, X_train, model_name, root_run_id):  # noqa: ANN001, ANN202
         return ChampionModel(champion.family, champion.run_id, test_metrics["test_rmse"],
                              test_metrics["test_mae"], test_metrics["test_r2"], "", model_name, "")
 
@@ -140,6 +140,7 @@ def _no_tracking() -> None:
     runner.find_registered = lambda *a, **k: None
     # The champion is still refit on the training part and scored on the test part
     # (sweeper.champion.refit); only its logging and registration are left out.
+    runner.prepare_model = lambda *a, **k: None  # the served model's files, for logging
     runner.log_and_register = register_nothing
     runner.warm_up_model_logging = lambda: None
     runner.Drawer = _NoDrawer  # type: ignore[assignment,misc]

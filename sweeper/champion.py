@@ -1,7 +1,9 @@
 """Champion: the family with the lowest CV RMSE, refit, tested once, logged and registered.
 
-The test split is touched here and only here, after every study has finished, so the champion
-is chosen on cross-validation alone and its test metrics are an honest estimate.
+The champion is chosen on cross-validation alone and its test metrics are an honest estimate:
+the test split is scored only here (:func:`refit`), for the chosen trial once every study has
+finished, or ahead of that for the leading family's best trial (:mod:`sweeper.ahead`), whose
+scores stay unread unless that trial is the one chosen.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ class _ServedFlavor:
         self.trusted = trusted
 
     def save_model(self, path: str, mlflow_model: Model, **kwargs: Any) -> None:
+        # Model.log hands its own options on to the flavor; they are not save_model's.
+        kwargs.pop("validate_serving_input", None)
         mlflow.pyfunc.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
         mlflow_model.add_flavor(
             "sklearn",
@@ -132,59 +136,151 @@ class _ServedFlavor:
         mlflow_model.save(str(Path(path) / MLMODEL_FILE_NAME))
 
 
-def log_served_model(
-    model: BaseEstimator,
-    *,
-    signature: ModelSignature,
-    input_example: pd.DataFrame,
-    check_rows: pd.DataFrame,
-) -> ModelInfo:
-    """Log the fitted pipeline ``model`` in the active run as :data:`MODEL_NAME_IN_RUN`.
+@dataclasses.dataclass(frozen=True)
+class PreparedModel:
+    """A fitted champion saved as the served model and checked, ready to be logged: what
+    :func:`log_and_register` needs, and nothing that needs the tracking store.
+
+    Preparing is the slow part of logging a model (saving the pipeline, loading it back to
+    serve the input example), so the sweep can prepare the leading family's model on a spare
+    core while the last families run (:mod:`sweeper.ahead`).
+    """
+
+    #: Where the prepared files are: the served model's data and its loader module.
+    directory: Path
+    #: The types skops must trust to load the pipeline.
+    trusted: tuple[str, ...]
+    signature: ModelSignature
+    requirements: tuple[str, ...]
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / _DATA_DIR
+
+    @property
+    def code_path(self) -> Path:
+        return self.directory / f"{SERVED_MODULE}.py"
+
+
+def prepare_model(
+    model: BaseEstimator, *, X_train: pd.DataFrame, directory: Path
+) -> PreparedModel:
+    """Save the fitted pipeline ``model`` in ``directory`` (created) as the served model, and
+    check it as MLflow's ``log_model`` would: a complete model saved from these files (with
+    the input example, the first rows of ``X_train``) must load and serve its input example.
+
+    A model that cannot serve its example is still prepared; MLflow's warning says why (the
+    same as ``log_model`` without this preparation).
+    """
+    example = X_train.head(5)
+    with warnings.catch_warnings():
+        # MLflow's hint that integer columns cannot hold missing values (documented in README).
+        warnings.simplefilter("ignore", UserWarning)
+        signature = infer_signature(example, model.predict(example))
+    directory = Path(directory)
+    trusted = serving.save(model, directory / _DATA_DIR, rows=check_rows(X_train))
+    # The loader module alone, under a name of its own: loading the model puts its code
+    # directory first on sys.path, and a `sweeper` package there (with nothing but this
+    # module) would shadow this project's for every process started afterwards.
+    shutil.copy(serving.__file__, directory / f"{SERVED_MODULE}.py")
+    prepared = PreparedModel(
+        directory, tuple(trusted), signature, tuple(pip_requirements(model))
+    )
+    _check_serving(prepared, example)
+    return prepared
+
+
+def _check_serving(prepared: PreparedModel, example: pd.DataFrame) -> None:
+    """What ``Model.log`` does before it uploads a model: save it locally, load it with its
+    flavor, and predict the input example as the scoring server parses it. Done here, where
+    the model is prepared, :func:`log_served_model` tells MLflow not to repeat it."""
+    from mlflow.models.utils import _validate_serving_input
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "model"
+        mlflow_model = Model()
+        _ServedFlavor(list(prepared.trusted)).save_model(
+            str(local), mlflow_model, **_save_arguments(prepared, example)
+        )
+        serving_input = mlflow_model.get_serving_input(str(local))
+        if serving_input is None:
+            return
+        try:
+            _validate_serving_input(model_uri=str(local), serving_input=serving_input)
+        except Exception as error:  # noqa: BLE001 - MLflow's log_model only warns, too
+            _logger.warning(
+                "Failed to validate serving input example: the model saved from these files "
+                "could not serve its input example (the first rows of the training data), so "
+                "the registered model may not serve such rows either. Got error: %s: %s",
+                type(error).__name__, error,
+            )
+
+
+def _save_arguments(prepared: PreparedModel, example: pd.DataFrame) -> dict[str, Any]:
+    """The arguments the served flavor saves a prepared model with, checked or logged."""
+    return {
+        "loader_module": SERVED_MODULE,
+        "data_path": str(prepared.data_dir),
+        "code_paths": [str(prepared.code_path)],
+        "signature": prepared.signature,
+        "input_example": example,
+        "pip_requirements": list(prepared.requirements),
+    }
+
+
+def log_served_model(prepared: PreparedModel, *, input_example: pd.DataFrame) -> ModelInfo:
+    """Log the prepared model in the active run as :data:`MODEL_NAME_IN_RUN`.
 
     The model carries the skops pipeline, the types skops must trust to load it (exactly
     those it needs), rows to check the compiled fast path against when it loads, the
     ``sweeper.serving`` module it loads with, and pinned requirements.
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / _DATA_DIR
-        trusted = serving.save(model, data, rows=check_rows)
-        # The loader module alone, under a name of its own: loading the model puts its code
-        # directory first on sys.path, and a `sweeper` package there (with nothing but this
-        # module) would shadow this project's for every process started afterwards.
-        code = Path(tmp) / f"{SERVED_MODULE}.py"
-        shutil.copy(serving.__file__, code)
+    with warnings.catch_warnings():
+        # The input example repeats MLflow's integer-column hint (see prepare_model).
+        warnings.simplefilter("ignore", UserWarning)
         return Model.log(
             artifact_path=None,
             name=MODEL_NAME_IN_RUN,
-            flavor=_ServedFlavor(trusted),
-            loader_module=SERVED_MODULE,
-            data_path=str(data),
-            code_paths=[str(code)],
-            signature=signature,
-            input_example=input_example,
-            pip_requirements=pip_requirements(model),
+            flavor=_ServedFlavor(list(prepared.trusted)),
+            # prepare_model served the input example from the same files already.
+            validate_serving_input=False,
+            **_save_arguments(prepared, input_example),
         )
 
 
-def warm_up_model_logging() -> None:
-    """Pay model logging's one-off cost now, off the critical path (the sweep calls this on its
-    background logging thread while the trials run).
+def warm_up_model_logging() -> dict[str, list[str]] | None:
+    """Pay model logging's one-off cost now, off the critical path: on the sweep's background
+    logging thread, or in a helper process that hands the result to the sweep's process
+    (:func:`adopt_warm_up`), where it costs the trials no share of their GIL.
 
     Logging a model checks its pinned requirements against the installed packages, and the
     first check in a process maps every installed distribution's files to its modules (0.6 s
     of the 1.1 s a champion's logging took on 2 cores); MLflow keeps that map for the
-    process. A pure speed-up, so it never fails the sweep: if this MLflow has no such map, or
-    building it fails, the model's logging does the check as it would have.
+    process. Returns the map (``None`` without one). A pure speed-up, so it never fails the
+    sweep: if this MLflow has no such map, or building it fails, the model's logging does the
+    check as it would have.
     """
     from mlflow.utils import requirements_utils
 
     warm = getattr(requirements_utils, "_init_modules_to_packages_map", None)
     if warm is None:
-        return
+        return None
     try:
         warm()
     except Exception as error:  # noqa: BLE001 - only a head start; logging redoes it
         _logger.debug("could not warm up model logging: %s: %s", type(error).__name__, error)
+        return None
+    mapping = getattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
+    return dict(mapping) if isinstance(mapping, dict) else None
+
+
+def adopt_warm_up(mapping: dict[str, list[str]] | None) -> None:
+    """Give this process the map :func:`warm_up_model_logging` built in another process of the
+    same environment (the same installed packages, so the same map), unless it has its own."""
+    from mlflow.utils import requirements_utils
+
+    if mapping and getattr(requirements_utils, "_MODULES_TO_PACKAGES", False) is None:
+        requirements_utils._MODULES_TO_PACKAGES = mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,32 +314,23 @@ def refit(
 
 def log_and_register(
     champion: FamilyResult,
-    model: BaseEstimator,
+    prepared: PreparedModel,
     test_metrics: dict[str, float],
     *,
     X_train: pd.DataFrame,
     model_name: str,
     root_run_id: str,
 ) -> ChampionModel:
-    """Log the fitted ``model`` on the champion's family run with its test metrics and register
-    it as a new version of ``model_name`` with the alias ``champion``."""
-    # The served schema is the raw training columns. Integer columns stay integers: MLflow
-    # refuses to convert int64 requests to a float64 schema.
-    example = X_train.head(5)
-    with warnings.catch_warnings():
-        # MLflow's hint that integer columns cannot hold missing values (documented in README).
-        warnings.simplefilter("ignore", UserWarning)
-        signature = infer_signature(example, model.predict(example))
+    """Log the ``prepared`` model on the champion's family run with its test metrics and
+    register it as a new version of ``model_name`` with the alias ``champion``."""
     client = MlflowClient()
     # log_model writes to the active run; resume the family run for it (nested under the root
     # run the fluent stack holds), then close it again.
-    with mlflow.start_run(run_id=champion.run_id, nested=True), warnings.catch_warnings():
-        # The input example repeats MLflow's integer-column hint (see above).
-        warnings.simplefilter("ignore", UserWarning)
+    with mlflow.start_run(run_id=champion.run_id, nested=True):
         mlflow.log_metrics(test_metrics)
-        info = log_served_model(
-            model, signature=signature, input_example=example, check_rows=check_rows(X_train)
-        )
+        # The served schema is the raw training columns. Integer columns stay integers:
+        # MLflow refuses to convert int64 requests to a float64 schema.
+        info = log_served_model(prepared, input_example=X_train.head(5))
     # Registered with the version tags that find_registered() looks for, in the same call.
     version = mlflow.register_model(
         info.model_uri, model_name, tags={TAG_VERSION_TRIAL: _trial_key(champion)}
@@ -272,9 +359,13 @@ def log_and_register(
     )
 
 
+def trial_key(study_name: str, number: int) -> str:
+    """How a study trial is named in a model version's :data:`TAG_VERSION_TRIAL`."""
+    return f"{study_name}/{number}"
+
+
 def _trial_key(champion: FamilyResult) -> str:
-    number = champion.best.number if champion.best is not None else -1
-    return f"{champion.study_name}/{number}"
+    return trial_key(champion.study_name, champion.best.number if champion.best is not None else -1)
 
 
 def find_registered(

@@ -7,7 +7,9 @@ that would hold the GIL against the trials and the MLflow logging) running at th
 priority, so that they use what the trials leave of the cores. Each family is drawn as soon as
 it is complete; whatever is left is drawn while the champion is logged and registered.
 
-Nothing here talks to MLflow: the helpers write files, the caller logs them.
+The same helpers prepare the leading family's champion ahead of the end of the sweep
+(:mod:`sweeper.ahead`). Nothing here talks to the tracking store: the helpers write files, the
+caller logs them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,17 @@ class Drawn:
     n_trials: int
 
 
+@dataclasses.dataclass(frozen=True)
+class _FamilyDrawing:
+    """The jobs drawing one family's plots, one per plot."""
+
+    plots: tuple[str, ...]
+    parts: tuple[Future[Drawn], ...]
+
+    def done(self) -> bool:
+        return all(part.done() for part in self.parts)
+
+
 class Drawer:
     """Up to ``processes`` helper processes that draw, started on the first request.
 
@@ -61,7 +74,7 @@ class Drawer:
         self.spare_core = spare_core
         self._pool: ProcessPoolExecutor | None = None
         self._dir = Path(tempfile.mkdtemp(prefix="sweep-drawing-"))
-        self._families: dict[str, Future[Drawn]] = {}
+        self._families: dict[str, _FamilyDrawing] = {}
 
     @property
     def directory(self) -> Path:
@@ -92,10 +105,15 @@ class Drawer:
 
     def family(self, study_name: str) -> None:
         """Start drawing ``study_name``'s plots (its study should be complete; if it changes
-        later, :meth:`family_plots` draws it again)."""
-        self._families[study_name] = self._submit(
-            _draw_family, self.storage, study_name, str(self._dir / study_name)
-        )
+        later, :meth:`family_plots` draws it again): one job per plot, so that the helpers
+        draw a family's plots side by side (the last family's are waited for at the end)."""
+        from sweeper.report import FAMILY_PLOTS
+
+        out_dir = str(self._dir / study_name)
+        self._families[study_name] = _FamilyDrawing(FAMILY_PLOTS, tuple(
+            self.submit(_draw_family, self.storage, study_name, out_dir, plot)
+            for plot in FAMILY_PLOTS
+        ))
 
     def prefetch(self, n_trials: Mapping[str, int]) -> None:
         """Start drawing every family (study name -> its trial count now) whose plots are
@@ -105,17 +123,17 @@ class Drawer:
             if pending is None:
                 self.family(name)
             elif pending.done():
-                drawn = self._result(pending, f"the plots of {name}")
+                drawn = self._drawn(pending, name)
                 if drawn is None or drawn.n_trials != count:
                     self.family(name)
 
     def family_plots(self, study_name: str, n_trials: int) -> tuple[Path, ...]:
         """The plots of ``study_name`` drawn from exactly ``n_trials`` trials: the earlier
         drawing if it is current, else a new one; waited for. Empty if drawing failed."""
-        drawn = self._result(self._families.get(study_name), f"the plots of {study_name}")
+        drawn = self._drawn(self._families.get(study_name), study_name)
         if drawn is None or drawn.n_trials != n_trials:
             self.family(study_name)
-            drawn = self._result(self._families[study_name], f"the plots of {study_name}")
+            drawn = self._drawn(self._families[study_name], study_name)
         return drawn.paths if drawn is not None else ()
 
     def current(self, study_name: str, n_trials: int) -> tuple[Path, ...] | None:
@@ -123,21 +141,31 @@ class Drawer:
         pending = self._families.get(study_name)
         if pending is None or not pending.done():
             return None
-        drawn = self._result(pending, f"the plots of {study_name}")
+        drawn = self._drawn(pending, study_name)
         return drawn.paths if drawn is not None and drawn.n_trials == n_trials else None
 
-    def champion_report(
-        self, study_name: str, plots: tuple[Path, ...] | None, **kwargs: Any
-    ) -> Future[tuple[Path, tuple[Path, ...]]]:
-        """Start :func:`sweeper.report.champion_report` with ``kwargs`` in a helper, with
-        ``plots`` of the champion's study embedded (drawn there first when ``None``).
+    def _drawn(self, pending: _FamilyDrawing | None, study_name: str) -> Drawn | None:
+        """A family's plots from its jobs (waited for): ``None`` when every job failed; a
+        plot whose job failed is left out (logged). Drawn from different trial counts (the
+        study grew between the jobs), it counts as out of date."""
+        if pending is None:
+            return None
+        parts = [
+            self._result(part, f"{plot} of {study_name}")
+            for plot, part in zip(pending.plots, pending.parts, strict=True)
+        ]
+        drawn = [part for part in parts if part is not None]
+        if not drawn:
+            return None
+        counts = {part.n_trials for part in drawn}
+        return Drawn(
+            tuple(path for part in drawn for path in part.paths),
+            counts.pop() if len(counts) == 1 else -1,
+        )
 
-        Its result is the report's path and the champion study's plots.
-        """
-        out = str(self._dir / "champion" / study_name)
-        return self._submit(_draw_champion_report, self.storage, study_name, plots, out, **kwargs)
-
-    def _submit(self, fn: Any, *args: Any, **kwargs: Any) -> Future[Any]:
+    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn(*args, **kwargs)`` in a helper (a module-level function: it is pickled by
+        name); its result, or the exception it raised, comes back through the future."""
         try:
             return self.start().submit(fn, *args, **kwargs)
         except concurrent.futures.BrokenExecutor as error:
@@ -231,7 +259,7 @@ def _open(storage: str) -> Any:
     return _storages[storage]
 
 
-def _draw_family(storage: str, study_name: str, out_dir: str) -> Drawn:
+def _draw_family(storage: str, study_name: str, out_dir: str, plot: str) -> Drawn:
     import optuna
 
     from sweeper import report
@@ -239,16 +267,6 @@ def _draw_family(storage: str, study_name: str, out_dir: str) -> Drawn:
     study = optuna.load_study(storage=_open(storage), study_name=study_name)
     n_trials = len(study.get_trials(deepcopy=False))
     target = Path(out_dir)
-    # A redraw replaces the earlier files (a plot that is no longer possible must go too).
-    shutil.rmtree(target, ignore_errors=True)
-    return Drawn(tuple(report.family_plots(study, target)), n_trials)
-
-
-def _draw_champion_report(
-    storage: str, study_name: str, plots: tuple[Path, ...] | None, plots_dir: str, **kwargs: Any
-) -> tuple[Path, tuple[Path, ...]]:
-    from sweeper import report
-
-    if plots is None:
-        plots = _draw_family(storage, study_name, plots_dir).paths
-    return report.champion_report(extra_plots=plots, **kwargs), plots
+    # A redraw replaces the earlier file (a plot that is no longer possible must go too).
+    (target / plot).unlink(missing_ok=True)
+    return Drawn(tuple(report.family_plots(study, target, only=(plot,))), n_trials)

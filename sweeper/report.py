@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime
 import html
 import json
 import logging
 import math
+import shutil
 import struct
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,11 @@ from sweeper.objective import ATTR_RMSE_STD
 from sweeper.study import FamilyResult
 
 __all__ = [
+    "FAMILY_PLOTS",
     "LEADERBOARD_COLUMNS",
+    "ChampionFigures",
+    "champion_figures",
+    "champion_page",
     "champion_report",
     "family_plots",
     "leaderboard_frame",
@@ -64,8 +70,15 @@ _DPI = 110
 # --------------------------------------------------------------------------------------------
 
 
-def family_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
-    """Draw the study's Optuna plots as PNGs in ``out_dir`` and return the paths written.
+#: The plots :func:`family_plots` draws of each family's study, in this order.
+FAMILY_PLOTS = ("optimization_history.png", "param_importances.png", "parallel_coordinate.png")
+
+
+def family_plots(
+    study: optuna.Study, out_dir: Path, *, only: Collection[str] | None = None
+) -> list[Path]:
+    """Draw the study's Optuna plots as PNGs in ``out_dir`` and return the paths written
+    (``only`` these of :data:`FAMILY_PLOTS` when given).
 
     ``optimization_history.png`` needs one complete trial; ``param_importances.png`` needs
     two complete trials and a searched parameter that took more than one value;
@@ -113,8 +126,12 @@ def family_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
         ),
     ]
     written: list[Path] = []
+    if only is not None and not set(only) <= set(FAMILY_PLOTS):
+        raise ValueError(
+            f"family_plots: only must name plots of {FAMILY_PLOTS}, but got {tuple(only)}"
+        )
     for name, possible, draw in planned:
-        if not possible:
+        if not possible or (only is not None and name not in only):
             continue
         path = out_dir / name
         try:
@@ -295,42 +312,25 @@ _CHAMPION_PLOTS: Mapping[str, tuple[str, str]] = {
 }
 
 
-def champion_report(
-    model: Any,
-    X_test: pd.DataFrame,
-    y_test: pd.Series,
-    *,
-    family: str,
-    config: Mapping[str, Any],
-    cv_rmse: float,
-    test_metrics: Mapping[str, float],
-    leaderboard: pd.DataFrame,
-    out_dir: Path,
-    seed: int,
-    extra_plots: Sequence[Path] = (),
-    title: str | None = None,
-) -> Path:
-    """Write the champion's report files into ``out_dir``; return the path of ``report.html``.
+@dataclasses.dataclass(frozen=True)
+class ChampionFigures:
+    """The champion's own figures, as :func:`champion_figures` wrote them into ``directory``:
+    ``predicted_vs_actual.png``, ``residuals.png``, ``permutation_importance.png`` and
+    ``permutation_importance.csv``."""
 
-    Files: ``predicted_vs_actual.png``, ``residuals.png``, ``permutation_importance.png`` and
-    ``permutation_importance.csv`` (on the raw columns of ``X_test``, through the whole fitted
-    pipeline, scored by RMSE), ``leaderboard.csv``, ``champion_params.json`` and
-    ``report.html``, a single self-contained page (images inlined) with the metrics, the
-    leaderboard, the parameters and every plot.
+    directory: Path
+    importances: pd.DataFrame
 
-    Args:
-        model: The fitted champion pipeline (raw feature columns in, target out).
-        X_test, y_test: The held-out test part.
-        family: The champion's family.
-        config: The champion's full configuration (fixed and searched parameters).
-        cv_rmse: The champion's best mean CV RMSE.
-        test_metrics: Test scores, e.g. ``{"test_rmse": ..., "test_mae": ..., "test_r2": ...}``.
-        leaderboard: :func:`leaderboard_frame` of the sweep.
-        out_dir: Where to write (created if missing).
-        seed: Seeds the permutation importance shuffles.
-        extra_plots: More PNGs to embed after the champion's own (e.g. the champion family's
-            :func:`family_plots`); missing files are left out.
-        title: The page title; by default ``"Sweep champion: <family>"``.
+
+def champion_figures(
+    model: Any, X_test: pd.DataFrame, y_test: pd.Series, *, family: str, out_dir: Path, seed: int
+) -> ChampionFigures:
+    """Draw the fitted ``model``'s figures on the held-out test part into ``out_dir``
+    (created): the slow part of the report (a second or two), which depends only on the model
+    and the test part, so it can be drawn before the sweep's leaderboard is final.
+
+    Permutation importance is on the raw columns of ``X_test``, through the whole fitted
+    pipeline, scored by RMSE and seeded with ``seed``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -356,7 +356,31 @@ def champion_report(
     ).sort_values("rmse_increase_mean", ascending=False, kind="stable")
     importances.to_csv(out_dir / "permutation_importance.csv", index=False)
     _save(lambda: _importance_plot(importances, family), out_dir / "permutation_importance.png")
+    return ChampionFigures(out_dir, importances)
 
+
+def champion_page(
+    figures: ChampionFigures,
+    *,
+    family: str,
+    config: Mapping[str, Any],
+    cv_rmse: float,
+    test_metrics: Mapping[str, float],
+    leaderboard: pd.DataFrame,
+    out_dir: Path,
+    seed: int,
+    extra_plots: Sequence[Path] = (),
+    title: str | None = None,
+) -> Path:
+    """Complete the champion's report in ``out_dir`` around ``figures`` (copied in when drawn
+    elsewhere): ``leaderboard.csv``, ``champion_params.json`` and ``report.html``; return the
+    page's path. Cheap (no drawing): it is written once the leaderboard is final."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if figures.directory.resolve() != out_dir.resolve():
+        for name in (*_CHAMPION_PLOTS, "permutation_importance.csv"):
+            if (figures.directory / name).is_file():
+                shutil.copyfile(figures.directory / name, out_dir / name)
     leaderboard.to_csv(out_dir / "leaderboard.csv", index=False)
     params = {
         "family": family,
@@ -369,12 +393,12 @@ def champion_report(
         json.dumps(params, indent=2, sort_keys=False, default=_json_default) + "\n"
     )
 
-    figures = [(out_dir / name, *text) for name, text in _CHAMPION_PLOTS.items()]
+    shown = [(out_dir / name, *text) for name, text in _CHAMPION_PLOTS.items()]
     for path in extra_plots:
         path = Path(path)
         if path.is_file():
             label = path.stem.replace("_", " ").capitalize()
-            figures.append((path, label, f"{family}: {label.lower()} of the study."))
+            shown.append((path, label, f"{family}: {label.lower()} of the study."))
     page = _html_page(
         title=title or f"Sweep champion: {family}",
         family=family,
@@ -382,12 +406,57 @@ def champion_report(
         cv_rmse=cv_rmse,
         test_metrics=test_metrics,
         leaderboard=leaderboard,
-        importances=importances,
-        figures=figures,
+        importances=figures.importances,
+        figures=shown,
     )
     report = out_dir / "report.html"
     report.write_text(page, encoding="utf-8")
     return report
+
+
+def champion_report(
+    model: Any,
+    X_test: pd.DataFrame,
+    y_test: pd.Series,
+    *,
+    family: str,
+    config: Mapping[str, Any],
+    cv_rmse: float,
+    test_metrics: Mapping[str, float],
+    leaderboard: pd.DataFrame,
+    out_dir: Path,
+    seed: int,
+    extra_plots: Sequence[Path] = (),
+    title: str | None = None,
+) -> Path:
+    """Write the champion's report files into ``out_dir``; return the path of ``report.html``:
+    :func:`champion_figures` and :func:`champion_page` in one go.
+
+    Files: ``predicted_vs_actual.png``, ``residuals.png``, ``permutation_importance.png`` and
+    ``permutation_importance.csv`` (on the raw columns of ``X_test``, through the whole fitted
+    pipeline, scored by RMSE), ``leaderboard.csv``, ``champion_params.json`` and
+    ``report.html``, a single self-contained page (images inlined) with the metrics, the
+    leaderboard, the parameters and every plot.
+
+    Args:
+        model: The fitted champion pipeline (raw feature columns in, target out).
+        X_test, y_test: The held-out test part.
+        family: The champion's family.
+        config: The champion's full configuration (fixed and searched parameters).
+        cv_rmse: The champion's best mean CV RMSE.
+        test_metrics: Test scores, e.g. ``{"test_rmse": ..., "test_mae": ..., "test_r2": ...}``.
+        leaderboard: :func:`leaderboard_frame` of the sweep.
+        out_dir: Where to write (created if missing).
+        seed: Seeds the permutation importance shuffles.
+        extra_plots: More PNGs to embed after the champion's own (e.g. the champion family's
+            :func:`family_plots`); missing files are left out.
+        title: The page title; by default ``"Sweep champion: <family>"``.
+    """
+    figures = champion_figures(model, X_test, y_test, family=family, out_dir=out_dir, seed=seed)
+    return champion_page(
+        figures, family=family, config=config, cv_rmse=cv_rmse, test_metrics=test_metrics,
+        leaderboard=leaderboard, out_dir=out_dir, seed=seed, extra_plots=extra_plots, title=title,
+    )
 
 
 #: Rows per predict call when scoring the shuffled copies of the test part.

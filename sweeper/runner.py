@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -37,14 +38,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives import Family, resolve_families
 from sweeper import ledger, report
+from sweeper.ahead import Ahead
 from sweeper.champion import (
     CHAMPION_ALIAS,
     ChampionModel,
     find_registered,
     log_and_register,
     mark_champion,
+    prepare_model,
     refit,
     select_champion,
+    trial_key,
     warm_up_model_logging,
 )
 from sweeper.config import SweepConfig, derive_model_name, new_sweep_name
@@ -215,11 +219,20 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
         draw_early = budget_deadline is None and not spawned
         drawer = Drawer(config.storage, processes=_drawing_processes(),
                         spare_core=_spare_core(config))
+        ahead: Ahead | None = None
         try:
-            if not spawned:
-                worker.logger.submit(warm_up_model_logging)
             if draw_early:
                 drawer.start()
+            if draw_early and _spare_core(config):
+                # With a core to spare, the helpers warm model logging up and prepare the
+                # leading family's champion as the families complete (sweeper.ahead); beside
+                # busy workers that would take the workers' time.
+                ahead = Ahead(
+                    drawer, split, numeric=dataset.numeric_columns,
+                    categorical=dataset.categorical_columns, seed=config.seed,
+                )
+            elif not spawned:
+                worker.logger.submit(warm_up_model_logging)
             works = [worker.join(family, sweep_name, fingerprint) for family in families]
             timings["setup"] = time.perf_counter() - started
             if budget_deadline is not None:
@@ -229,6 +242,8 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
                     worker.work_on(work)
                     if draw_early:
                         _draw_if_complete(drawer, work.study)
+                    if ahead is not None:
+                        _prepare_leader(ahead, works)
             if not spawned:
                 drawer.start()  # their imports overlap the wait for other workers' last trials
             worker.drain(works, budget_deadline)
@@ -240,7 +255,7 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
             # A spawned worker is done here: its command registers the champion.
             champion = None if spawned else _settle_champion(
                 results, families, storage, sweep_study, tracker, split, dataset, config,
-                model_name, root_run_id, drawer, timings,
+                model_name, root_run_id, drawer, timings, ahead,
             )
             if root_run_id != me.info.run_id and not spawned:
                 # This command reopened another command's root run (a resume or a join).
@@ -265,6 +280,21 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
 def _draw_if_complete(drawer: Drawer, study: optuna.Study) -> None:
     if unfinished(study) == (0, 0):
         drawer.family(study.study_name)
+
+
+def _prepare_leader(ahead: Ahead, works: Sequence[_FamilyWork]) -> None:
+    """Have the leader of the complete families prepared while other families still run.
+
+    Not once every family is complete: the end prepares the champion sooner (the model in
+    this process and its figures in a helper, side by side) than one helper would.
+    """
+    complete = [
+        summarize(work.study, work.family.name, work.run_id)
+        for work in works
+        if unfinished(work.study) == (0, 0)
+    ]
+    if len(complete) < len(works):
+        ahead.consider(complete)
 
 
 def _prepare_tracking() -> None:
@@ -656,8 +686,10 @@ def _settle_champion(
     root_run_id: str,
     drawer: Drawer,
     timings: dict[str, float],
+    ahead: Ahead | None = None,
 ) -> ChampionModel:
-    """Select the champion; register it once, however many workers get here."""
+    """Select the champion; register it once, however many workers get here. ``ahead`` holds
+    what was prepared while the last families ran (used when it is the champion's)."""
     champion = select_champion(results)
     if champion.best is None:  # select_champion returns only families with a best trial
         raise RuntimeError("champion without a best trial")
@@ -676,45 +708,53 @@ def _settle_champion(
     if registered_model is not None:
         sweep_study.set_user_attr(ATTR_CHAMPION, {"key": key, **dataclasses.asdict(registered_model)})
         return registered_model
-    # The plots are drawn in helper processes while the champion is refit, logged and
-    # registered here; only what is left of the drawing when that is done is waited for.
+    # The plots are drawn in helper processes while the champion is logged and registered;
+    # only what is left of the drawing when that is done is waited for.
     n_trials = {r.study_name: _trial_count(storage, r.study_name) for r in results}
-    drawer.prefetch({name: n for name, n in n_trials.items() if name != champion.study_name})
+    drawer.prefetch(n_trials)
     started = time.perf_counter()
-    family = next(f for f in families if f.name == champion.family)
-    model = family.build_pipeline(
-        config_of(champion.best),
-        numeric=dataset.numeric_columns,
-        categorical=dataset.categorical_columns,
-        random_state=config.seed,
+    if ahead is not None:
+        ahead.adopt_warm_up()
+    prepared = (
+        ahead.take(trial_key(champion.study_name, champion.best.number))
+        if ahead is not None else None
     )
-    test_metrics = refit(
-        model, X_train=split.X_train, y_train=split.y_train, X_test=split.X_test,
-        y_test=split.y_test,
-    )
-    leaderboard = report.leaderboard_frame(results, champion.family, test_metrics["test_rmse"])
-    champion_report = drawer.champion_report(
-        champion.study_name,
-        drawer.current(champion.study_name, n_trials[champion.study_name]),
-        model=model,
-        X_test=split.X_test,
-        y_test=split.y_test,
-        family=champion.family,
-        config=config_of(champion.best),
-        cv_rmse=float(champion.rmse),  # type: ignore[arg-type]
-        test_metrics=test_metrics,
-        leaderboard=leaderboard,
-        out_dir=drawer.directory / "report",
-        seed=config.seed,
-        title=f"Sweep {tracker.sweep_name}: champion {champion.family}",
-    )
+    figures: Any
+    if prepared is not None:
+        _logger.info("the champion %s was prepared while the last families ran", key)
+        test_metrics, prepared_model = prepared.test_metrics, prepared.model
+        figures = prepared.figures
+    else:
+        family = next(f for f in families if f.name == champion.family)
+        model = family.build_pipeline(
+            config_of(champion.best),
+            numeric=dataset.numeric_columns,
+            categorical=dataset.categorical_columns,
+            random_state=config.seed,
+        )
+        test_metrics = refit(
+            model, X_train=split.X_train, y_train=split.y_train, X_test=split.X_test,
+            y_test=split.y_test,
+        )
+        # Drawn in a helper while the model is prepared and logged here.
+        figures = drawer.submit(
+            report.champion_figures, model, split.X_test, split.y_test,
+            family=champion.family, out_dir=drawer.directory / "figures", seed=config.seed,
+        )
+        prepared_model = prepare_model(
+            model, X_train=split.X_train, directory=drawer.directory / "model"
+        )
     registered_model = log_and_register(
-        champion, model, test_metrics, X_train=split.X_train, model_name=model_name,
+        champion, prepared_model, test_metrics, X_train=split.X_train, model_name=model_name,
         root_run_id=root_run_id,
     )
     timings["champion"] = time.perf_counter() - started
     started = time.perf_counter()
-    _log_drawings(results, champion, n_trials, leaderboard, champion_report, drawer, tracker)
+    leaderboard = report.leaderboard_frame(results, champion.family, test_metrics["test_rmse"])
+    if isinstance(figures, Future):
+        figures = drawer.wait(figures, "the champion's report")
+    _log_drawings(results, champion, n_trials, leaderboard, figures, drawer, tracker,
+                  config=config, test_metrics=test_metrics)
     timings["drawing_wait"] = time.perf_counter() - started
     sweep_study.set_user_attr(
         ATTR_CHAMPION, {"key": key, **dataclasses.asdict(registered_model)}
@@ -731,25 +771,37 @@ def _log_drawings(
     champion: FamilyResult,
     n_trials: dict[str, int],
     leaderboard: Any,
-    champion_report: Any,
+    figures: report.ChampionFigures | None,
     drawer: Drawer,
     tracker: SweepTracker,
+    *,
+    config: SweepConfig,
+    test_metrics: dict[str, float],
 ) -> None:
-    """Log the plots on each family run and the leaderboard and champion report on the root
+    """Log the plots on each family run, and the leaderboard and champion report on the root
     run, as the helpers finish them. Made once per champion, by the worker that registers it."""
+    champion_plots: tuple[Path, ...] = ()
     for result in results:
-        if result.study_name == champion.study_name:
-            continue
         plots = drawer.family_plots(result.study_name, n_trials[result.study_name])
         if plots:
             tracker.client.log_artifacts(result.run_id, str(plots[0].parent), "plots")
-    drawn = drawer.wait(champion_report, "the champion's report")
+        if result.study_name == champion.study_name:
+            champion_plots = plots
     report_dir = drawer.directory / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    if drawn is not None:
-        _, plots = drawn
-        if plots:
-            tracker.client.log_artifacts(champion.run_id, str(plots[0].parent), "plots")
+    if figures is not None and champion.best is not None:
+        report.champion_page(
+            figures,
+            family=champion.family,
+            config=config_of(champion.best),
+            cv_rmse=float(champion.rmse),  # type: ignore[arg-type]
+            test_metrics=test_metrics,
+            leaderboard=leaderboard,
+            out_dir=report_dir,
+            seed=config.seed,
+            extra_plots=champion_plots,
+            title=f"Sweep {tracker.sweep_name}: champion {champion.family}",
+        )
     # The leaderboard is logged even when the report could not be drawn.
     leaderboard.to_csv(report_dir / "leaderboard.csv", index=False)
     (report_dir / "leaderboard.md").write_text(report.leaderboard_markdown(leaderboard) + "\n")

@@ -1,5 +1,5 @@
 """Model logging's warm-up (:func:`sweeper.champion.warm_up_model_logging`): a head start that
-must never fail a sweep."""
+must never fail a sweep, built here or in a helper process and adopted here."""
 
 from __future__ import annotations
 
@@ -8,15 +8,38 @@ import logging
 import pytest
 from mlflow.utils import requirements_utils
 
-from sweeper.champion import warm_up_model_logging
+from sweeper.champion import adopt_warm_up, warm_up_model_logging
 
 
 def test_warm_up_builds_mlflows_package_map(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
-    warm_up_model_logging()
+    built = warm_up_model_logging()
     # What the first requirements check of a model's logging would otherwise build.
     assert "sklearn" in requirements_utils._MODULES_TO_PACKAGES
     assert "scikit-learn" in requirements_utils._MODULES_TO_PACKAGES["sklearn"]
+    assert built == requirements_utils._MODULES_TO_PACKAGES
+
+
+def test_a_map_built_in_a_helper_process_is_the_one_built_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        theirs = pool.apply(warm_up_model_logging)
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
+    adopt_warm_up(theirs)
+    assert requirements_utils._MODULES_TO_PACKAGES is theirs
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
+    assert warm_up_model_logging() == theirs
+
+
+def test_a_map_this_process_has_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    own = {"numpy": ["numpy"]}
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", own)
+    adopt_warm_up({"sklearn": ["scikit-learn"]})
+    adopt_warm_up(None)
+    assert requirements_utils._MODULES_TO_PACKAGES is own
 
 
 def test_a_failing_warm_up_is_only_a_debug_message(
@@ -27,7 +50,7 @@ def test_a_failing_warm_up_is_only_a_debug_message(
 
     monkeypatch.setattr(requirements_utils, "_init_modules_to_packages_map", broken)
     with caplog.at_level(logging.DEBUG, logger="sweeper.champion"):
-        warm_up_model_logging()
+        assert warm_up_model_logging() is None
     assert caplog.messages == [
         "could not warm up model logging: OSError: unreadable site-packages"]
 
@@ -36,4 +59,4 @@ def test_without_mlflows_package_map_the_warm_up_does_nothing(
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delattr(requirements_utils, "_init_modules_to_packages_map")
-    warm_up_model_logging()
+    assert warm_up_model_logging() is None

@@ -14,6 +14,7 @@ import threadpoolctl
 from optuna.distributions import FloatDistribution, IntDistribution
 
 from sweeper.drawing import Drawer
+from sweeper.report import FAMILY_PLOTS
 from sweeper.study import open_storage
 
 PLOTS = ["optimization_history.png", "parallel_coordinate.png", "param_importances.png"]
@@ -77,15 +78,31 @@ def test_a_drawing_that_fails_is_left_out_and_logged(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="sweeper.drawing"):
         assert drawer.family_plots("s.missing", 1) == ()
-    assert caplog.messages[0].startswith("left out the plots of s.missing: KeyError: ")
+    assert [m.split(": KeyError: ")[0] for m in caplog.messages] == [
+        f"left out {plot} of s.missing" for plot in sorted(PLOTS, key=FAMILY_PLOTS.index)
+    ]
 
 
-def test_the_champion_report_embeds_its_familys_plots(
+def test_a_familys_plots_are_drawn_side_by_side_one_job_each(
+    storage: str, drawer: Drawer
+) -> None:
+    _add_trials(storage, "s.family", 4)
+    drawer.family("s.family")
+    pending = drawer._families["s.family"]
+    assert pending.plots == FAMILY_PLOTS
+    drawn = [part.result(timeout=120) for part in pending.parts]
+    assert [[p.name for p in d.paths] for d in drawn] == [[plot] for plot in FAMILY_PLOTS]
+    assert {d.n_trials for d in drawn} == {4}
+    assert drawer.family_plots("s.family", 4) == tuple(p for d in drawn for p in d.paths)
+
+
+def test_the_champions_figures_drawn_in_a_helper_make_a_page_with_its_familys_plots(
     storage: str, drawer: Drawer, insurance_csv: Path
 ) -> None:
     import pandas as pd
 
     from objectives import FAMILIES
+    from sweeper import report
 
     _add_trials(storage, "s.elastic_net", 3)
     frame = pd.read_csv(insurance_csv).head(200)
@@ -94,18 +111,38 @@ def test_the_champion_report_embeds_its_familys_plots(
         {}, numeric=["age", "bmi", "children"], categorical=["sex", "smoker", "region"],
         random_state=0,
     ).fit(X, y)
-    leaderboard = pd.DataFrame({"family": ["elastic_net"], "best_cv_rmse": [5000.0]})
-    pending = drawer.champion_report(
-        "s.elastic_net", None, model=model, X_test=X, y_test=y, family="elastic_net",
-        config={"alpha": 1.0}, cv_rmse=5000.0,
-        test_metrics={"test_rmse": 1.0, "test_mae": 1.0, "test_r2": 0.5},
-        leaderboard=leaderboard, out_dir=drawer.directory / "report", seed=0,
+    # The fitted model travels to the helper; the figures' paths and importances come back.
+    pending = drawer.submit(
+        report.champion_figures, model, X, y, family="elastic_net",
+        out_dir=drawer.directory / "figures", seed=0,
     )
-    report, plots = drawer.wait(pending, "the champion's report")
-    assert report == drawer.directory / "report" / "report.html"
+    figures = drawer.wait(pending, "the champion's figures")
+    assert sorted(p.name for p in figures.directory.iterdir()) == [
+        "permutation_importance.csv", "permutation_importance.png", "predicted_vs_actual.png",
+        "residuals.png",
+    ]
+    plots = drawer.family_plots("s.elastic_net", 3)
+    leaderboard = pd.DataFrame({"family": ["elastic_net"], "best_cv_rmse": [5000.0]})
+    page = report.champion_page(
+        figures, family="elastic_net", config={"alpha": 1.0}, cv_rmse=5000.0,
+        test_metrics={"test_rmse": 1.0, "test_mae": 1.0, "test_r2": 0.5},
+        leaderboard=leaderboard, out_dir=drawer.directory / "report", seed=0, extra_plots=plots,
+    )
+    assert page == drawer.directory / "report" / "report.html"
     assert sorted(p.name for p in plots) == PLOTS
-    html = report.read_text()
+    html = page.read_text()
     assert html.count("data:image/png;base64,") == 3 + len(plots)
+    # The page's directory holds the champion's figures too (it is logged as the report).
+    assert {"predicted_vs_actual.png", "residuals.png", "permutation_importance.png",
+            "permutation_importance.csv", "leaderboard.csv", "champion_params.json"} <= {
+        p.name for p in page.parent.iterdir()}
+
+
+def test_a_job_that_raises_fails_its_future_not_the_helpers(drawer: Drawer) -> None:
+    pending = drawer.submit(int, "not a number")
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        pending.result(timeout=120)
+    assert drawer.submit(int, "7").result(timeout=120) == 7
 
 
 @pytest.mark.parametrize("drawer", [False, True], ids=["busy cores", "a spare core"],
@@ -144,5 +181,5 @@ def test_helpers_that_cannot_start_fail_every_drawing_at_once(
     finally:
         drawer.close()
     assert [m.split(":")[0] for m in caplog.messages] == [
-        "left out the plots of s.a", "left out the plots of s.b"]
+        f"left out {plot} of {study}" for study in ("s.a", "s.b") for plot in FAMILY_PLOTS]
     assert all(": BrokenProcessPool: " in m for m in caplog.messages)

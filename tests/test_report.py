@@ -123,6 +123,20 @@ def _study_with(values: list[float | None], params: bool = True) -> optuna.Study
     return study
 
 
+def test_family_plots_draws_only_the_plots_asked_for(sweep: Sweep, tmp_path: Path) -> None:
+    study = sweep.studies["xgboost"]
+    assert report.FAMILY_PLOTS == PLOTS
+    for plot in PLOTS:
+        assert report.family_plots(study, tmp_path / plot, only=(plot,)) == [
+            tmp_path / plot / plot]
+    with pytest.raises(ValueError) as raised:
+        report.family_plots(study, tmp_path / "bad", only=("history.png",))
+    assert str(raised.value) == (
+        "family_plots: only must name plots of ('optimization_history.png', "
+        "'param_importances.png', 'parallel_coordinate.png'), but got ('history.png',)"
+    )
+
+
 def test_family_plots_leave_the_callers_matplotlib_state_alone(tmp_path: Path) -> None:
     import matplotlib
 

@@ -1,0 +1,338 @@
+"""The leading family's champion, prepared while the last families run (:mod:`sweeper.ahead`).
+
+Which candidate is prepared and when (a table of families completing, with stand-in helpers),
+that a preparation is the same model the end of the sweep would refit, and whole sweeps in
+this process where the champion was prepared ahead (a hit) and where the last family took the
+lead (a miss): both register the same model as a sweep that prepares nothing ahead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+
+import sweeper.runner as runner
+from objectives import FAMILIES
+from sweeper.ahead import Ahead, Candidate, PreparedChampion, prepare
+from sweeper.champion import prepare_model, refit, select_champion, warm_up_model_logging
+from sweeper.config import SweepConfig
+from sweeper.data import Split, load_dataset, split_dataset
+from sweeper.objective import ATTR_CONFIG
+from sweeper.study import FamilyResult
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _result(family: str, rmse: float | None, number: int = 0) -> FamilyResult:
+    best = None
+    if rmse is not None:
+        best = optuna.trial.create_trial(
+            value=rmse, params={}, distributions={}, user_attrs={ATTR_CONFIG: {"alpha": rmse}}
+        )
+        best.number = number
+    return FamilyResult(family, f"run-{family}", f"s.{family}", best, 1, 0, 0, 0, 1.0, None)
+
+
+class _Helpers:
+    """Stand-in helpers: every submission gets a future the test settles itself."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.submitted: list[tuple[Candidate, Future[Any]]] = []
+        self.warm_ups: list[Future[Any]] = []
+
+    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        if fn is warm_up_model_logging:
+            self.warm_ups.append(future)
+        elif fn is prepare:
+            self.submitted.append((args[0], future))
+        else:
+            raise AssertionError(f"unexpected job {fn!r}")
+        return future
+
+
+@pytest.fixture()
+def helpers(tmp_path: Path) -> _Helpers:
+    return _Helpers(tmp_path)
+
+
+def _ahead(helpers: _Helpers) -> Ahead:
+    split = Split(*([None] * len(dataclasses.fields(Split))))  # type: ignore[arg-type]
+    return Ahead(helpers, split, numeric=["a"], categorical=["b"], seed=3)
+
+
+#: (families complete so far, the leader then) after each family completes.
+SEQUENCES = [
+    pytest.param(
+        [[_result("elastic_net", 6000.0)],
+         [_result("elastic_net", 6000.0), _result("random_forest", 4500.0)],
+         [_result("elastic_net", 6000.0), _result("random_forest", 4500.0),
+          _result("xgboost", 4600.0)]],
+        ["s.elastic_net/0", "s.random_forest/0", "s.random_forest/0"],
+        id="the-leader-changes-once-then-holds",
+    ),
+    pytest.param(
+        [[_result("random_forest", None)],
+         [_result("random_forest", None), _result("xgboost", 4600.0, number=7)]],
+        [None, "s.xgboost/7"],
+        id="a-family-without-a-complete-trial-leads-nothing",
+    ),
+    pytest.param(
+        [[_result("xgboost", 4500.0)],
+         [_result("xgboost", 4500.0), _result("extra_trees", 4500.0)]],
+        ["s.xgboost/0", "s.extra_trees/0"],
+        id="a-tie-goes-to-the-first-family-by-name-like-the-champion",
+    ),
+]
+
+
+@pytest.mark.parametrize(("sequence", "leaders"), SEQUENCES)
+def test_the_leader_of_the_complete_families_is_prepared_once(
+    helpers: _Helpers, sequence: list[list[FamilyResult]], leaders: list[str | None]
+) -> None:
+    ahead = _ahead(helpers)
+    for complete, expected in zip(sequence, leaders, strict=True):
+        leader = ahead.consider(complete)
+        assert (leader.key if leader else None) == expected
+        if expected is not None:
+            assert expected == f"s.{select_champion(complete).family}/" \
+                f"{select_champion(complete).best.number}"  # type: ignore[union-attr]
+    submitted = [c.key for c, _ in helpers.submitted]
+    assert submitted == list(dict.fromkeys(k for k in leaders if k is not None))
+    # A helper is asked for the best trial's own configuration (config_of: its user attrs).
+    configs = {f"{r.study_name}/{r.best.number}": {"alpha": r.rmse}
+               for complete in sequence for r in complete if r.best is not None}
+    assert [c.config for c, _ in helpers.submitted] == [configs[k] for k in submitted]
+
+
+def test_a_former_leader_is_cancelled_unless_it_has_started(helpers: _Helpers) -> None:
+    ahead = _ahead(helpers)
+    en, rf, xgb = (_result("elastic_net", 6000.0), _result("random_forest", 4500.0),
+                   _result("xgboost", 4400.0))
+    ahead.consider([en])
+    helpers.submitted[0][1].set_running_or_notify_cancel()  # a helper took it
+    ahead.consider([en, rf])
+    ahead.consider([en, rf, xgb])
+    futures = {c.key: f for c, f in helpers.submitted}
+    assert not futures["s.elastic_net/0"].cancelled()  # running: left to finish
+    assert futures["s.random_forest/0"].cancelled()  # queued: cancelled
+    assert ahead.keys == ("s.elastic_net/0", "s.xgboost/0")
+
+
+def test_take_returns_the_chosen_trials_preparation_only(
+    helpers: _Helpers, caplog: pytest.LogCaptureFixture
+) -> None:
+    ahead = _ahead(helpers)
+    ahead.consider([_result("elastic_net", 6000.0)])
+    ahead.consider([_result("elastic_net", 6000.0), _result("random_forest", 4500.0)])
+    done = PreparedChampion("s.random_forest/0", {"test_rmse": 1.0}, None, None)  # type: ignore[arg-type]
+    helpers.submitted[-1][1].set_result(done)
+    assert ahead.take("s.random_forest/0") is done
+    assert ahead.take("s.random_forest/1") is None  # another trial of the same family
+    assert ahead.take("s.xgboost/0") is None
+    assert not caplog.records
+
+
+def test_a_failed_preparation_is_logged_and_left_to_the_end(
+    helpers: _Helpers, caplog: pytest.LogCaptureFixture
+) -> None:
+    ahead = _ahead(helpers)
+    ahead.consider([_result("elastic_net", 6000.0)])
+    helpers.submitted[0][1].set_exception(MemoryError("no room"))
+    with caplog.at_level(logging.WARNING, logger="sweeper.ahead"):
+        assert ahead.take("s.elastic_net/0") is None
+    assert caplog.messages == [
+        "preparing the champion ahead failed, preparing it now: MemoryError: no room"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("settle", "adopted"),
+    [
+        pytest.param(lambda f: f.set_result({"sklearn": ["scikit-learn"]}), True, id="done"),
+        pytest.param(lambda f: None, False, id="still-running"),
+        pytest.param(lambda f: f.set_exception(OSError("gone")), False, id="failed"),
+        pytest.param(lambda f: f.set_result(None), False, id="no-map-in-this-mlflow"),
+    ],
+)
+def test_model_logging_is_warmed_up_by_a_helper_from_the_start(
+    helpers: _Helpers, monkeypatch: pytest.MonkeyPatch, settle: Any, adopted: bool
+) -> None:
+    from mlflow.utils import requirements_utils
+
+    ahead = _ahead(helpers)
+    assert len(helpers.warm_ups) == 1  # submitted as the sweep starts, before any family
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
+    settle(helpers.warm_ups[0])
+    ahead.adopt_warm_up()
+    expected = {"sklearn": ["scikit-learn"]} if adopted else None
+    assert requirements_utils._MODULES_TO_PACKAGES == expected
+
+
+def test_a_candidate_needs_a_complete_trial() -> None:
+    with pytest.raises(ValueError) as raised:
+        Candidate.of(_result("xgboost", None))
+    assert str(raised.value) == (
+        "Candidate.of: family 'xgboost' has no complete trial to prepare"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# A real preparation
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def insurance_split(insurance_csv: Path) -> tuple[Split, Any]:
+    dataset = load_dataset(str(insurance_csv), "charges")
+    return split_dataset(dataset, test_size=0.2, seed=42, cv_folds=3), dataset
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_preparation_is_the_model_the_end_would_refit(
+    family: str, insurance_split: tuple[Split, Any], tmp_path: Path
+) -> None:
+    split, dataset = insurance_split
+    config = FAMILIES[family].search_space().fixed
+    candidate = Candidate(family, f"s.{family}", 4, dict(config))
+    prepared = prepare(
+        candidate, split, numeric=dataset.numeric_columns,
+        categorical=dataset.categorical_columns, seed=42, out_dir=tmp_path / "ahead",
+    )
+    # As the end of the sweep refits the champion when nothing was prepared.
+    model = FAMILIES[family].build_pipeline(
+        config, numeric=dataset.numeric_columns, categorical=dataset.categorical_columns,
+        random_state=42,
+    )
+    expected = refit(model, X_train=split.X_train, y_train=split.y_train, X_test=split.X_test,
+                     y_test=split.y_test)
+    assert prepared.key == f"s.{family}/4"
+    assert prepared.test_metrics == expected
+    at_end = prepare_model(model, X_train=split.X_train, directory=tmp_path / "end")
+    assert prepared.model.requirements == at_end.requirements
+    assert prepared.model.trusted == at_end.trusted
+    assert prepared.model.signature == at_end.signature
+    assert (prepared.model.data_dir / "pipeline.skops").is_file()
+    assert prepared.model.code_path.is_file()
+    assert sorted(p.name for p in prepared.figures.directory.iterdir()) == [
+        "permutation_importance.csv", "permutation_importance.png", "predicted_vs_actual.png",
+        "residuals.png",
+    ]
+
+
+def test_a_model_that_cannot_serve_its_example_is_prepared_with_mlflows_warning(
+    insurance_split: tuple[Split, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import mlflow.models.utils
+
+    def refuse(model_uri: str, serving_input: str) -> None:
+        raise ValueError("bad column")
+
+    monkeypatch.setattr(mlflow.models.utils, "_validate_serving_input", refuse)
+    split, dataset = insurance_split
+    model = FAMILIES["elastic_net"].build_pipeline(
+        {}, numeric=dataset.numeric_columns, categorical=dataset.categorical_columns,
+        random_state=0,
+    ).fit(split.X_train, split.y_train)
+    with caplog.at_level(logging.WARNING, logger="sweeper.champion"):
+        prepared = prepare_model(model, X_train=split.X_train, directory=tmp_path / "m")
+    assert prepared.data_dir.is_dir()
+    assert [r.getMessage() for r in caplog.records] == [
+        "Failed to validate serving input example: the model saved from these files could "
+        "not serve its input example (the first rows of the training data), so the registered "
+        "model may not serve such rows either. Got error: ValueError: bad column"
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole sweeps, in this process
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def in_process(tmp_path: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+               ) -> Iterator[Path]:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    yield tmp_path
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
+def _sweep(families: str, insurance_csv: Path, name: str, caplog: pytest.LogCaptureFixture
+           ) -> tuple[runner.SweepOutcome, bool]:
+    config = SweepConfig(
+        n_trials=3, families=families, data=str(insurance_csv), cv_folds=3, n_workers=1,
+        sweep_name=name, verbose=0,
+    )
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sweeper.runner"):
+        outcome = runner.run_sweep(config, out=_Null())
+    hit = any("was prepared while the last families ran" in m for m in caplog.messages)
+    return outcome, hit
+
+
+class _Null:
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_sweeps_register_the_same_champion_prepared_ahead_or_not(
+    in_process: Path, insurance_csv: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not runner._spare_core(SweepConfig(n_workers=1)):
+        pytest.skip("one core: nothing is prepared ahead")
+    # The champion's family first: it leads when the other completes, so it is prepared.
+    hit, was_hit = _sweep("random_forest,elastic_net", insurance_csv, "hit", caplog)
+    # The champion's family last: the other family was prepared, in vain.
+    miss, was_miss_hit = _sweep("elastic_net,random_forest", insurance_csv, "miss", caplog)
+    # Nothing prepared ahead (as beside busy workers).
+    monkeypatch.setattr(runner, "Ahead", lambda *a, **k: None)
+    plain, _ = _sweep("random_forest,elastic_net", insurance_csv, "plain", caplog)
+    assert (was_hit, was_miss_hit) == (True, False)
+    champions = [o.champion for o in (hit, miss, plain)]
+    assert {c.family for c in champions} == {"random_forest"}  # type: ignore[union-attr]
+    assert len({(c.test_rmse, c.test_mae, c.test_r2) for c in champions}) == 1  # type: ignore[union-attr]
+    assert [c.version for c in champions] == ["1", "2", "3"]  # type: ignore[union-attr]
+    # The registered models predict alike, and the champion's report is complete.
+    split = split_dataset(load_dataset(str(insurance_csv), "charges"), test_size=0.2, seed=42,
+                          cv_folds=3)
+    predictions = [
+        mlflow.pyfunc.load_model(c.model_uri).predict(split.X_test.head(50))  # type: ignore[union-attr]
+        for c in champions
+    ]
+    for other in predictions[1:]:
+        np.testing.assert_array_equal(predictions[0], other)
+    client = mlflow.MlflowClient()
+    for outcome in (hit, miss, plain):
+        names = {a.path for a in client.list_artifacts(outcome.root_run_id, "report")}
+        assert {f"report/{n}" for n in (
+            "report.html", "leaderboard.csv", "leaderboard.md", "champion_params.json",
+            "predicted_vs_actual.png", "residuals.png", "permutation_importance.png",
+            "permutation_importance.csv")} <= names
+        for result in outcome.results:
+            plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+            assert "plots/optimization_history.png" in plots, (result.family, plots)
+    pages = [
+        Path(mlflow.artifacts.download_artifacts(run_id=o.root_run_id,
+                                                 artifact_path="report/report.html",
+                                                 dst_path=str(in_process / f"page-{i}")))
+        .read_text() for i, o in enumerate((hit, miss, plain))
+    ]
+    assert [p.count("data:image/png;base64,") for p in pages] == [6, 6, 6]
+    assert len({c.model_uri for c in champions}) == 3  # type: ignore[union-attr]
