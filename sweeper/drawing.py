@@ -95,7 +95,7 @@ class Drawer:
                 self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_helper,
-                initargs=(self.storage, self.spare_core),
+                initargs=(self.storage, self.spare_core, os.getpid()),
             )
             # The executor starts a helper per submission while none is idle: start them all
             # now, so that their imports overlap the trials.
@@ -221,11 +221,11 @@ _storages: dict[str, Any] = {}
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _init_helper(storage: str, spare_core: bool) -> None:
+def _init_helper(storage: str, spare_core: bool, parent: int) -> None:
     # Ctrl-C reaches the whole process group: the sweep decides what happens, not the helper
     # (which would print a traceback). And a helper dies with the sweep, even by SIGKILL.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent()
+    die_with_parent(parent)
     # One thread per helper, as in the workers. The report predicts with the champion, and a
     # HistGradientBoosting model predicts with an OpenMP thread per core: at the lowest
     # priority beside a busy core, those threads wait for each other and a report took 67 s

@@ -24,25 +24,35 @@ _NOT_INHERITED = (
 )
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int | None = None) -> None:
     """In a child process: get SIGTERM when the parent dies, even by SIGKILL (Linux; a no-op
-    elsewhere), so that killing a sweep's command stops every process it started."""
+    elsewhere), so that killing a sweep's command stops every process it started.
+
+    ``parent`` is the pid of the process that started this one: if it died before this call
+    (a spawned helper takes a moment to get here), this process gets its SIGTERM now, where
+    the kernel would never send it and the helper would outlive the sweep.
+    """
     if sys.platform.startswith("linux"):
         import ctypes
 
         pr_set_pdeathsig = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
-def lowered_priority(niceness: int, module: str, function: str, *args: Any) -> None:
-    """Initializer of a helper process: add ``niceness`` to its CPU niceness, then import
+def lowered_priority(niceness: int, parent: int, module: str, function: str, *args: Any) -> None:
+    """Initializer of a helper process started by ``parent`` (a pid): die with it (see
+    :func:`die_with_parent`), add ``niceness`` to the helper's CPU niceness, then import
     ``module`` and call its ``function(*args)``.
 
-    Passed to an executor instead of the helper's own initializer so that the niceness holds
-    from the start: a spawned helper imports its initializer's module before calling it, and
-    a helper's imports (MLflow, matplotlib: 1.5-2 s of CPU each) are most of its work beside
-    the trials. This module imports nothing heavy.
+    Passed to an executor instead of the helper's own initializer so that both hold from the
+    start: a spawned helper imports its initializer's module before calling it, and a
+    helper's imports (MLflow, matplotlib: 1.5-2 s of CPU each) are most of its work beside the
+    trials, and long enough for the sweep to be killed in the middle (which left helpers
+    running on their own). This module imports nothing heavy.
     """
+    die_with_parent(parent)
     if niceness:
         os.nice(niceness)
     import importlib

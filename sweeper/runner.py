@@ -884,7 +884,7 @@ def _spawn_workers(
             env=env,
             stdout=subprocess.DEVNULL,
             # Killing the command stops its workers; their trials are reaped on resume.
-            preexec_fn=die_with_parent,
+            preexec_fn=partial(die_with_parent, os.getpid()),
         )
         for _ in range(config.workers - 1)
     ]

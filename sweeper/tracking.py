@@ -395,7 +395,8 @@ class TrialLogProcess:
             1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=lowered_priority,
-            initargs=(niceness, _init_trial_logger.__module__, _init_trial_logger.__name__,
+            initargs=(niceness, os.getpid(), _init_trial_logger.__module__,
+                      _init_trial_logger.__name__,
                       tracking_uri, tracker.root_run_id, tracker.sweep_name,
                       tracker.experiment_id, tracker.source_tags),
         )
@@ -458,8 +459,9 @@ def _init_trial_logger(
     import atexit
     import signal
 
+    # Ctrl-C reaches the whole process group: the sweep decides. (The helper dies with the
+    # sweep: lowered_priority saw to that before the imports.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent()
     close_after_each_request(tracking_uri)
     # Exit as a forked child does, without tearing the interpreter down: with MLflow loaded
     # that teardown takes 0.8 s (measured), and the sweep waits for the helper to exit. Every

@@ -24,8 +24,56 @@ def test_a_helper_is_niced_before_it_imports_its_initializer(
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "heavy_helper_init", raising=False)
-    lowered_priority(10, "heavy_helper_init", "start", "a", "b")
+    lowered_priority(10, os.getppid(), "heavy_helper_init", "start", "a", "b")
     assert events == [("nice", 10), ("nice", 0), ("nice", 102)]
     events.clear()
-    lowered_priority(0, "heavy_helper_init", "start")  # no niceness: not even a call
+    lowered_priority(0, os.getppid(), "heavy_helper_init", "start")  # no niceness: no call
     assert events == [("nice", 100)]
+
+
+#: A sweep-like parent: starts a helper whose initializer's module takes 3 s to import (like
+#: MLflow's at a low priority), prints the helper's pid, and waits to be killed.
+_PARENT = """
+import concurrent.futures, multiprocessing, os, sys, time
+sys.path[:0] = [{root!r}, {modules!r}]
+from sweeper.processes import lowered_priority
+pool = concurrent.futures.ProcessPoolExecutor(
+    1, mp_context=multiprocessing.get_context("spawn"), initializer=lowered_priority,
+    initargs=(0, os.getpid(), "slow_helper_init", "start"))
+pool.submit(os.getpid)
+while not pool._processes:
+    time.sleep(0.01)
+print(next(iter(pool._processes)), flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_helper_dies_with_a_sweep_killed_while_it_was_starting(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from conftest import ROOT
+
+    (tmp_path / "slow_helper_init.py").write_text(
+        "import time\ntime.sleep(3)\ndef start():\n    pass\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT.format(root=str(ROOT), modules=str(tmp_path))],
+        stdout=subprocess.PIPE, text=True,
+    )
+    helper = int(parent.stdout.readline())  # type: ignore[union-attr]
+    parent.send_signal(signal.SIGKILL)  # before the helper got to its initializer
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while _alive(helper) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(helper), "the helper outlived the sweep that started it"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
