@@ -309,3 +309,36 @@ def test_loading_obeys_mlflows_deserialization_switch(
         "loading this model is disallowed because MLFLOW_ALLOW_PICKLE_DESERIALIZATION is not "
         "'true'; set it to 'true' for models you trust"
     )
+
+
+def test_small_requests_are_predicted_in_one_openmp_thread(
+    insurance: tuple[pd.DataFrame, pd.Series], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import concurrent.futures
+
+    import threadpoolctl
+
+    X, y = insurance
+    pipeline = _fit(FAMILIES["hist_gradient_boosting"], X, y)
+    served = ServedPipeline(pipeline, check_rows(X))
+
+    def openmp_threads() -> int:
+        return max(i["num_threads"] for i in threadpoolctl.threadpool_info()
+                   if i["user_api"] == "openmp")
+
+    seen: list[int] = []
+    predict = served._predict
+    monkeypatch.setattr(served, "_predict", lambda rows: (seen.append(openmp_threads()),
+                                                          predict(rows))[1])
+    small, large = X.head(serving.ONE_THREAD_ROWS - 1), X.sample(
+        serving.ONE_THREAD_ROWS, replace=True, random_state=0)
+    # From a pool of threads, as the scoring server calls it.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        default = pool.submit(openmp_threads).result()
+        got_small = pool.submit(served.predict, small).result()
+        got_large = pool.submit(served.predict, large).result()
+        after = pool.submit(openmp_threads).result()
+    assert seen == [1, default]
+    assert after == default  # the limit is lifted after the request
+    _same(got_small, pipeline.predict(small))
+    _same(got_large, pipeline.predict(large))
