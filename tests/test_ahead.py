@@ -19,6 +19,7 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
+import threadpoolctl
 
 import sweeper.runner as runner
 from objectives import FAMILIES
@@ -26,6 +27,7 @@ from sweeper.ahead import Ahead, Candidate, PreparedChampion, prepare
 from sweeper.champion import prepare_model, refit, select_champion, warm_up_model_logging
 from sweeper.config import SweepConfig
 from sweeper.data import Split, load_dataset, split_dataset
+from sweeper.drawing import Drawer
 from sweeper.objective import ATTR_CONFIG
 from sweeper.study import FamilyResult
 
@@ -198,24 +200,35 @@ def insurance_split(insurance_csv: Path) -> tuple[Split, Any]:
     return split_dataset(dataset, test_size=0.2, seed=42, cv_folds=3), dataset
 
 
+@pytest.fixture(scope="module")
+def helper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drawer]:
+    """A real drawing helper (spawned, one thread, niced), as the sweep prepares in."""
+    drawer = Drawer(str(tmp_path_factory.mktemp("helper") / "s.journal"), processes=1,
+                    spare_core=True)
+    yield drawer
+    drawer.close()
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_a_preparation_is_the_model_the_end_would_refit(
-    family: str, insurance_split: tuple[Split, Any], tmp_path: Path
+def test_a_preparation_in_a_helper_is_the_model_the_end_would_refit(
+    family: str, insurance_split: tuple[Split, Any], helper: Drawer, tmp_path: Path
 ) -> None:
     split, dataset = insurance_split
     config = FAMILIES[family].search_space().fixed
     candidate = Candidate(family, f"s.{family}", 4, dict(config))
-    prepared = prepare(
-        candidate, split, numeric=dataset.numeric_columns,
+    prepared = helper.submit(
+        prepare, candidate, split, numeric=dataset.numeric_columns,
         categorical=dataset.categorical_columns, seed=42, out_dir=tmp_path / "ahead",
-    )
-    # As the end of the sweep refits the champion when nothing was prepared.
-    model = FAMILIES[family].build_pipeline(
-        config, numeric=dataset.numeric_columns, categorical=dataset.categorical_columns,
-        random_state=42,
-    )
-    expected = refit(model, X_train=split.X_train, y_train=split.y_train, X_test=split.X_test,
-                     y_test=split.y_test)
+    ).result(timeout=300)
+    # As the end of the sweep refits the champion when nothing was prepared (in the sweep's
+    # process: one thread per estimator).
+    with threadpoolctl.threadpool_limits(1):
+        model = FAMILIES[family].build_pipeline(
+            config, numeric=dataset.numeric_columns, categorical=dataset.categorical_columns,
+            random_state=42,
+        )
+        expected = refit(model, X_train=split.X_train, y_train=split.y_train,
+                         X_test=split.X_test, y_test=split.y_test)
     assert prepared.key == f"s.{family}/4"
     assert prepared.test_metrics == expected
     at_end = prepare_model(model, X_train=split.X_train, directory=tmp_path / "end")
