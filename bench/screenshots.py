@@ -4,7 +4,7 @@
 
 ``docs/ui-runs.png``: the MLflow UI's runs list sorted by rmse (champion on top), as
 ``tests/test_ui.py`` checks it. ``docs/report.png``: the champion's ``report.html`` that the sweep logs on its root
-run (:func:`sweeper.report.champion_report`), rendered by headless Chromium. Needs the system
+run (:func:`sweeper.report.champion_page`), rendered by headless Chromium. Needs the system
 Chromium (``apt-get install -y chromium``) and the dev requirements (Playwright); takes about
 a minute. The sweep runs in a temporary folder, removed afterwards unless ``--keep`` is given.
 """

@@ -40,7 +40,6 @@ __all__ = [
     "ChampionFigures",
     "champion_figures",
     "champion_page",
-    "champion_report",
     "family_plots",
     "leaderboard_frame",
     "leaderboard_markdown",
@@ -373,8 +372,26 @@ def champion_page(
     title: str | None = None,
 ) -> Path:
     """Complete the champion's report in ``out_dir`` around ``figures`` (copied in when drawn
-    elsewhere): ``leaderboard.csv``, ``champion_params.json`` and ``report.html``; return the
-    page's path. Cheap (no drawing): it is written once the leaderboard is final."""
+    elsewhere) and return the path of ``report.html``. Cheap (no drawing): it is written once
+    the leaderboard is final.
+
+    The report's files: :class:`ChampionFigures`' four, ``leaderboard.csv``,
+    ``champion_params.json`` and ``report.html``, a single self-contained page (images
+    inlined) with the metrics, the leaderboard, the parameters and every plot.
+
+    Args:
+        figures: :func:`champion_figures` of the fitted champion on the test part.
+        family: The champion's family.
+        config: The champion's full configuration (fixed and searched parameters).
+        cv_rmse: The champion's best mean CV RMSE.
+        test_metrics: Test scores, e.g. ``{"test_rmse": ..., "test_mae": ..., "test_r2": ...}``.
+        leaderboard: :func:`leaderboard_frame` of the sweep.
+        out_dir: Where to write (created if missing).
+        seed: The seed of the permutation importance shuffles (recorded with the parameters).
+        extra_plots: More PNGs to embed after the champion's own (e.g. the champion family's
+            :func:`family_plots`); missing files are left out.
+        title: The page title; by default ``"Sweep champion: <family>"``.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if figures.directory.resolve() != out_dir.resolve():
@@ -412,51 +429,6 @@ def champion_page(
     report = out_dir / "report.html"
     report.write_text(page, encoding="utf-8")
     return report
-
-
-def champion_report(
-    model: Any,
-    X_test: pd.DataFrame,
-    y_test: pd.Series,
-    *,
-    family: str,
-    config: Mapping[str, Any],
-    cv_rmse: float,
-    test_metrics: Mapping[str, float],
-    leaderboard: pd.DataFrame,
-    out_dir: Path,
-    seed: int,
-    extra_plots: Sequence[Path] = (),
-    title: str | None = None,
-) -> Path:
-    """Write the champion's report files into ``out_dir``; return the path of ``report.html``:
-    :func:`champion_figures` and :func:`champion_page` in one go.
-
-    Files: ``predicted_vs_actual.png``, ``residuals.png``, ``permutation_importance.png`` and
-    ``permutation_importance.csv`` (on the raw columns of ``X_test``, through the whole fitted
-    pipeline, scored by RMSE), ``leaderboard.csv``, ``champion_params.json`` and
-    ``report.html``, a single self-contained page (images inlined) with the metrics, the
-    leaderboard, the parameters and every plot.
-
-    Args:
-        model: The fitted champion pipeline (raw feature columns in, target out).
-        X_test, y_test: The held-out test part.
-        family: The champion's family.
-        config: The champion's full configuration (fixed and searched parameters).
-        cv_rmse: The champion's best mean CV RMSE.
-        test_metrics: Test scores, e.g. ``{"test_rmse": ..., "test_mae": ..., "test_r2": ...}``.
-        leaderboard: :func:`leaderboard_frame` of the sweep.
-        out_dir: Where to write (created if missing).
-        seed: Seeds the permutation importance shuffles.
-        extra_plots: More PNGs to embed after the champion's own (e.g. the champion family's
-            :func:`family_plots`); missing files are left out.
-        title: The page title; by default ``"Sweep champion: <family>"``.
-    """
-    figures = champion_figures(model, X_test, y_test, family=family, out_dir=out_dir, seed=seed)
-    return champion_page(
-        figures, family=family, config=config, cv_rmse=cv_rmse, test_metrics=test_metrics,
-        leaderboard=leaderboard, out_dir=out_dir, seed=seed, extra_plots=extra_plots, title=title,
-    )
 
 
 #: Rows per predict call when scoring the shuffled copies of the test part.

@@ -76,9 +76,12 @@ def champion_dir(sweep: Sweep, tmp_path_factory: pytest.TempPathFactory) -> Path
     out = tmp_path_factory.mktemp("champion")
     plots = report.family_plots(sweep.studies[best.family], out / "family")
     leaderboard = report.leaderboard_frame(sweep.results, best.family, rmse)
-    path = report.champion_report(
-        model, sweep.split.X_test, sweep.split.y_test,
-        family=best.family, config=config_of(best.best), cv_rmse=best.rmse,
+    figures = report.champion_figures(
+        model, sweep.split.X_test, sweep.split.y_test, family=best.family,
+        out_dir=out / "report", seed=0,
+    )
+    path = report.champion_page(
+        figures, family=best.family, config=config_of(best.best), cv_rmse=best.rmse,
         test_metrics={"test_rmse": rmse, "test_mae": mae, "test_r2": r2},
         leaderboard=leaderboard, out_dir=out / "report", seed=0, extra_plots=plots,
     )
@@ -241,7 +244,7 @@ def test_leaderboard_markdown_of_a_real_leaderboard(sweep: Sweep) -> None:
 # --- champion report ------------------------------------------------------------------------
 
 
-def test_champion_report_writes_every_artifact(champion_dir: Path, sweep: Sweep) -> None:
+def test_the_champions_report_has_every_artifact(champion_dir: Path, sweep: Sweep) -> None:
     for name in CHAMPION_PNGS:
         _assert_png(champion_dir / name)
     importance = pd.read_csv(champion_dir / "permutation_importance.csv")
@@ -307,8 +310,8 @@ def test_print_report_needs_a_champion() -> None:
     assert str(error.value) == "print_report needs an outcome with a champion, but got None"
 
 
-def test_champion_report_in_a_fresh_process(tmp_path: Path) -> None:
-    # A drawing helper's first job may be the champion's report, before anything imported
+def test_champion_figures_in_a_fresh_process(tmp_path: Path) -> None:
+    # A drawing helper's first job may be the champion's figures, before anything imported
     # pyplot (which loads matplotlib.style as a side effect): the report once failed there.
     script = f"""
 import sys
@@ -320,8 +323,11 @@ X = pd.DataFrame({{"age": [20, 30, 40, 50, 60, 70], "bmi": [20.0, 22, 24, 26, 28
 y = pd.Series([1.0, 2, 3, 4, 5, 6])
 model = DummyRegressor().fit(X, y)
 leaderboard = pd.DataFrame({{"family": ["dummy"], "cv_rmse": [1.0]}})
-path = report.champion_report(
-    model, X, y, family="dummy", config={{}}, cv_rmse=1.0,
+figures = report.champion_figures(
+    model, X, y, family="dummy", out_dir={str(tmp_path / "report")!r}, seed=0,
+)
+path = report.champion_page(
+    figures, family="dummy", config={{}}, cv_rmse=1.0,
     test_metrics={{"test_rmse": 1.0, "test_mae": 1.0, "test_r2": 0.0}},
     leaderboard=leaderboard, out_dir={str(tmp_path / "report")!r}, seed=0,
 )
