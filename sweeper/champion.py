@@ -169,8 +169,8 @@ def prepare_model(
     check it as MLflow's ``log_model`` would: a complete model saved from these files (with
     the input example, the first rows of ``X_train``) must load and serve its input example.
 
-    A model that cannot serve its example is still prepared; MLflow's warning says why (the
-    same as ``log_model`` without this preparation).
+    A model that cannot serve its example is still prepared, with a warning saying why (as
+    ``log_model`` only warns), and logged when it is the champion.
     """
     example = X_train.head(5)
     with warnings.catch_warnings():

@@ -719,7 +719,8 @@ def _settle_champion(
         ahead.take(trial_key(champion.study_name, champion.best.number))
         if ahead is not None else None
     )
-    figures: Any
+    figures: report.ChampionFigures | None = None
+    drawing: Future[report.ChampionFigures] | None = None
     if prepared is not None:
         _logger.info("the champion %s was prepared while the last families ran", key)
         test_metrics, prepared_model = prepared.test_metrics, prepared.model
@@ -737,7 +738,7 @@ def _settle_champion(
             y_test=split.y_test,
         )
         # Drawn in a helper while the model is prepared and logged here.
-        figures = drawer.submit(
+        drawing = drawer.submit(
             report.champion_figures, model, split.X_test, split.y_test,
             family=champion.family, out_dir=drawer.directory / "figures", seed=config.seed,
         )
@@ -751,8 +752,8 @@ def _settle_champion(
     timings["champion"] = time.perf_counter() - started
     started = time.perf_counter()
     leaderboard = report.leaderboard_frame(results, champion.family, test_metrics["test_rmse"])
-    if isinstance(figures, Future):
-        figures = drawer.wait(figures, "the champion's report")
+    if drawing is not None:
+        figures = drawer.wait(drawing, "the champion's figures")
     _log_drawings(results, champion, n_trials, leaderboard, figures, drawer, tracker,
                   config=config, test_metrics=test_metrics)
     timings["drawing_wait"] = time.perf_counter() - started
