@@ -215,8 +215,6 @@ def serving_row(model_uri: str, tracking_uri: str, size: dict[str, Any], tmp: Pa
     argv = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "-p", str(port),
             "--host", "127.0.0.1", "--env-manager", "local"]
     out: dict[str, Any] = {"command": " ".join(shlex.quote(a) for a in argv[1:])}
-    columns = None
-    del columns
     one = {"dataframe_split": json.loads(X.head(1).to_json(orient="split", index=False))}
     big = X.sample(n=size["batch_rows"], replace=True, random_state=0).reset_index(drop=True)
     batch = json.dumps({"dataframe_split": json.loads(big.to_json(orient="split", index=False))})
