@@ -30,6 +30,7 @@ from sweeper.champion import (
     adopt_warm_up,
     prepare_model,
     refit,
+    select_champion,
     trial_key,
     warm_up_model_logging,
 )
@@ -159,7 +160,7 @@ class Ahead:
         scored = [r for r in complete if r.best is not None]
         if not scored:
             return None
-        leader = Candidate.of(min(scored, key=lambda r: (r.rmse, r.family)))
+        leader = Candidate.of(select_champion(scored))
         if leader.key in self._pending:
             return leader
         for key, pending in list(self._pending.items()):
