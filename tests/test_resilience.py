@@ -273,7 +273,11 @@ def test_sigkill_between_telling_and_logging_then_resume(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_closes_runs_as_killed_and_resumes(tmp_path: Path, signum: int, code: int) -> None:
-    sweep = Sweep(tmp_path, "interrupted", ("random_forest",), n_trials=4)
+    # Whole trials (no pruning) and enough of them that the sweep is still running when the
+    # signal lands: with 4 trials, three pruned in a second or two, a busy CI machine once
+    # delivered it after the sweep had finished (exit 0).
+    sweep = Sweep(tmp_path, "interrupted", ("random_forest",), n_trials=8,
+                  extra=("--pruning", "none"))
     process = sweep.start()
     # In the middle of the second trial (a trial is told the moment it ends, so "one done"
     # alone would often signal between two trials, where no trial is there to interrupt).
