@@ -136,14 +136,6 @@ class Drawer:
             drawn = self._drawn(self._families[study_name], study_name)
         return drawn.paths if drawn is not None else ()
 
-    def current(self, study_name: str, n_trials: int) -> tuple[Path, ...] | None:
-        """The plots of ``study_name`` if they are drawn already from ``n_trials`` trials."""
-        pending = self._families.get(study_name)
-        if pending is None or not pending.done():
-            return None
-        drawn = self._drawn(pending, study_name)
-        return drawn.paths if drawn is not None and drawn.n_trials == n_trials else None
-
     def _drawn(self, pending: _FamilyDrawing | None, study_name: str) -> Drawn | None:
         """A family's plots from its jobs (waited for): ``None`` when every job failed; a
         plot whose job failed is left out (logged). Drawn from different trial counts (the

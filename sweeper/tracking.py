@@ -29,7 +29,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from sweeper import objective as attrs
 from sweeper.connections import close_after_each_request
 from sweeper.ledger import ATTR_KILLED
-from sweeper.processes import die_with_parent, lowered_priority
+from sweeper.processes import lowered_priority
 
 _logger = logging.getLogger(__name__)
 

@@ -54,12 +54,16 @@ def test_a_family_is_drawn_in_a_helper_and_redrawn_when_its_study_changed(
     plots = drawer.family_plots("s.family", 4)
     assert sorted(p.name for p in plots) == PLOTS
     assert all(p.is_file() and p.parent.parent == drawer.directory for p in plots)
-    assert drawer.current("s.family", 4) == plots
+    drawn = drawer._families["s.family"]
+    assert drawer.family_plots("s.family", 4) == plots
+    assert drawer._families["s.family"] is drawn  # current: not drawn again
     # Two more trials (another worker's, say): the earlier drawing is out of date.
     _add_trials(storage, "s.family", 2)
-    assert drawer.current("s.family", 6) is None
     assert sorted(p.name for p in drawer.family_plots("s.family", 6)) == PLOTS
-    assert drawer.current("s.family", 6) is not None
+    redrawn = drawer._families["s.family"]
+    assert redrawn is not drawn
+    assert drawer.family_plots("s.family", 6) == tuple(plots) and \
+        drawer._families["s.family"] is redrawn
 
 
 def test_prefetch_draws_only_what_is_missing_or_stale(storage: str, drawer: Drawer) -> None:
