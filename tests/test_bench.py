@@ -45,3 +45,22 @@ def test_bench_smoke_runs_every_row(tmp_path: Path) -> None:
     # Trial runs logged to the bench's server both ways (kept-alive and a connection each).
     assert re.search(r"Trial-run logging to the same `mlflow server`.* kept-alive connections "
                      r"\(MLflow's default\) [\d.]+ ms per run .* a connection per request", text), text
+
+
+def test_plot_bench_times_every_family_and_plot(tmp_path: Path) -> None:
+    from objectives import FAMILIES
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "plots.py"), "--trials", "3", "--repeats", "1"],
+        cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == (
+        "| family | searched | Optuna's parallel coordinate | optimization_history.png | "
+        "param_importances.png | parallel_coordinate.png |"
+    )
+    assert [row.split(" | ")[0][2:] for row in rows[2:]] == list(FAMILIES)
+    for row in rows[2:]:
+        cells = row.strip("| ").split(" | ")
+        assert all(float(seconds) > 0 for seconds in cells[2:]), row

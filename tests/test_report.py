@@ -179,12 +179,10 @@ def test_no_complete_trial_draws_nothing(tmp_path: Path) -> None:
 def test_a_plot_that_fails_is_skipped_and_logged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from optuna.visualization import matplotlib as optuna_mpl
-
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("no ink")
 
-    monkeypatch.setattr(optuna_mpl, "plot_parallel_coordinate", broken)
+    monkeypatch.setattr(report, "parallel_coordinate_figure", broken)
     with caplog.at_level(logging.WARNING, logger="sweeper.report"):
         written = report.family_plots(_study_with([3.0, 2.0, 1.0]), tmp_path)
     assert [p.name for p in written] == ["optimization_history.png", "param_importances.png"]
