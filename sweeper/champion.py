@@ -22,6 +22,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 import sklearn
+import skops.io  # noqa: F401 - sweeper.serving saves with it; imported here, not at the end
 from mlflow import MlflowClient
 from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.models.model import MLMODEL_FILE_NAME, ModelInfo
