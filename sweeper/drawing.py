@@ -22,12 +22,16 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweeper.processes import die_with_parent
+
+if TYPE_CHECKING:  # matplotlib and pandas: imported in the helpers, not by the sweep for this
+    from sweeper.data import Split
+    from sweeper.report import ChampionFigures
 
 __all__ = ["Drawer", "Drawn"]
 
@@ -114,6 +118,27 @@ class Drawer:
             self.submit(_draw_family, self.storage, study_name, out_dir, plot)
             for plot in FAMILY_PLOTS
         ))
+
+    def champion(
+        self,
+        family: str,
+        config: Mapping[str, Any],
+        split: Split,
+        *,
+        numeric: Sequence[str],
+        categorical: Sequence[str],
+        seed: int,
+    ) -> Future[ChampionFigures]:
+        """Start drawing the champion's report figures
+        (:func:`sweeper.report.champion_figures`) in :attr:`directory` ``/figures``: a helper
+        fits ``family`` with ``config`` on the split's training part itself, the same fit as
+        the caller's (same data, seed and one thread), while the caller fits, saves and logs
+        the model. Sooner than sending the helper the fitted model, which for a forest pickles
+        to tens of MB."""
+        return self.submit(
+            _draw_champion, family, dict(config), split, numeric=list(numeric),
+            categorical=list(categorical), seed=seed, out_dir=str(self._dir / "figures"),
+        )
 
     def prefetch(self, n_trials: Mapping[str, int]) -> None:
         """Start drawing every family (study name -> its trial count now) whose plots are
@@ -235,6 +260,7 @@ def _init_helper(storage: str, spare_core: bool, parent: int) -> None:
         os.nice(19)
     import threadpoolctl
 
+    import objectives  # noqa: F401 - the estimators, for the champion's figures
     import sweeper.report  # noqa: F401 - matplotlib and Optuna's plotting, imported once
 
     threadpoolctl.threadpool_limits(1)
@@ -262,3 +288,25 @@ def _draw_family(storage: str, study_name: str, out_dir: str, plot: str) -> Draw
     # A redraw replaces the earlier file (a plot that is no longer possible must go too).
     (target / plot).unlink(missing_ok=True)
     return Drawn(tuple(report.family_plots(study, target, only=(plot,))), n_trials)
+
+
+def _draw_champion(
+    family: str,
+    config: dict[str, Any],
+    split: Split,
+    *,
+    numeric: list[str],
+    categorical: list[str],
+    seed: int,
+    out_dir: str,
+) -> ChampionFigures:
+    from objectives import resolve_families
+    from sweeper import report
+
+    (spec,) = resolve_families(family)
+    model = spec.build_pipeline(config, numeric=numeric, categorical=categorical,
+                                random_state=seed)
+    model.fit(split.X_train, split.y_train)
+    return report.champion_figures(
+        model, split.X_test, split.y_test, family=family, out_dir=Path(out_dir), seed=seed
+    )

@@ -710,37 +710,39 @@ def _settle_champion(
         return registered_model
     # The plots are drawn in helper processes while the champion is logged and registered;
     # only what is left of the drawing when that is done is waited for.
+    started = time.perf_counter()
+    key_ahead = trial_key(champion.study_name, champion.best.number)
+    columns = {"numeric": dataset.numeric_columns, "categorical": dataset.categorical_columns}
+
+    def draw_champion() -> Future[report.ChampionFigures]:
+        # A helper fits the champion itself and draws its figures while this process fits,
+        # saves and logs it.
+        return drawer.champion(champion.family, config_of(champion.best), split, **columns,
+                               seed=config.seed)
+
+    drawing: Future[report.ChampionFigures] | None = None
+    if ahead is None or key_ahead not in ahead.keys:
+        drawing = draw_champion()  # first: the helpers take jobs in order
     n_trials = {r.study_name: _trial_count(storage, r.study_name) for r in results}
     drawer.prefetch(n_trials)
-    started = time.perf_counter()
     if ahead is not None:
         ahead.adopt_warm_up()
-    prepared = (
-        ahead.take(trial_key(champion.study_name, champion.best.number))
-        if ahead is not None else None
-    )
+    prepared = ahead.take(key_ahead) if ahead is not None else None
     figures: report.ChampionFigures | None = None
-    drawing: Future[report.ChampionFigures] | None = None
     if prepared is not None:
         _logger.info("the champion %s was prepared while the last families ran", key)
         test_metrics, prepared_model = prepared.test_metrics, prepared.model
         figures = prepared.figures
     else:
+        if drawing is None:  # preparing it ahead failed
+            drawing = draw_champion()
         family = next(f for f in families if f.name == champion.family)
         model = family.build_pipeline(
-            config_of(champion.best),
-            numeric=dataset.numeric_columns,
-            categorical=dataset.categorical_columns,
-            random_state=config.seed,
+            config_of(champion.best), **columns, random_state=config.seed
         )
         test_metrics = refit(
             model, X_train=split.X_train, y_train=split.y_train, X_test=split.X_test,
             y_test=split.y_test,
-        )
-        # Drawn in a helper while the model is prepared and logged here.
-        drawing = drawer.submit(
-            report.champion_figures, model, split.X_test, split.y_test,
-            family=champion.family, out_dir=drawer.directory / "figures", seed=config.seed,
         )
         prepared_model = prepare_model(
             model, X_train=split.X_train, directory=drawer.directory / "model"

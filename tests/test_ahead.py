@@ -314,9 +314,25 @@ def test_sweeps_register_the_same_champion_prepared_ahead_or_not(
     hit, was_hit = _sweep("random_forest,elastic_net", insurance_csv, "hit", caplog)
     # The champion's family last: the other family was prepared, in vain.
     miss, was_miss_hit = _sweep("elastic_net,random_forest", insurance_csv, "miss", caplog)
-    # Nothing prepared ahead (as beside busy workers).
+    # Nothing prepared ahead (as beside busy workers). What the helpers are given, in order,
+    # once the champion is settled: its figures first (a helper refits it), then the plots.
     monkeypatch.setattr(runner, "Ahead", lambda *a, **k: None)
+    submitted: list[str] = []
+    submit, settle = Drawer.submit, runner._settle_champion
+
+    def recorded_submit(self: Drawer, fn: Any, *args: Any, **kwargs: Any) -> Future[Any]:
+        submitted.append(fn.__name__)
+        return submit(self, fn, *args, **kwargs)
+
+    def recorded_settle(*args: Any, **kwargs: Any) -> Any:
+        submitted.append("settle")
+        return settle(*args, **kwargs)
+
+    monkeypatch.setattr(Drawer, "submit", recorded_submit)
+    monkeypatch.setattr(runner, "_settle_champion", recorded_settle)
     plain, _ = _sweep("random_forest,elastic_net", insurance_csv, "plain", caplog)
+    at_end = submitted[submitted.index("settle") + 1:]
+    assert at_end[0] == "_draw_champion" and "champion_figures" not in submitted, submitted
     assert (was_hit, was_miss_hit) == (True, False)
     champions = [o.champion for o in (hit, miss, plain)]
     assert {c.family for c in champions} == {"random_forest"}  # type: ignore[union-attr]
@@ -348,4 +364,11 @@ def test_sweeps_register_the_same_champion_prepared_ahead_or_not(
         .read_text() for i, o in enumerate((hit, miss, plain))
     ]
     assert [p.count("data:image/png;base64,") for p in pages] == [6, 6, 6]
+    # Drawn from the same model whichever process refit it: the same importances.
+    importances = {
+        mlflow.artifacts.download_artifacts(
+            run_id=o.root_run_id, artifact_path="report/permutation_importance.csv",
+            dst_path=str(in_process / f"importance-{i}")) for i, o in enumerate((hit, miss, plain))
+    }
+    assert len({Path(p).read_text() for p in importances}) == 1
     assert len({c.model_uri for c in champions}) == 3  # type: ignore[union-attr]
