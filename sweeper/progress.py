@@ -151,15 +151,27 @@ class FamilyProgress:
         if crossed or self._done >= self.total:
             self._write_line()
 
-    def close(self) -> None:
+    def close(self, *, done: int | None = None, best: float | None = None) -> None:
         """Finish the display: the bar stays on screen; in plain-line mode the last state is
-        written unless it already was (a sweep stopped by its timeout ends early)."""
+        written unless it already was (a sweep stopped by its timeout ends early).
+
+        Args:
+            done: The study's trials done at the end, when known: the last ones may be other
+                workers', finished after this worker's last :meth:`update`.
+            best: The study's best RMSE at the end (with ``done``).
+        """
         if self._closed:
             return
         self._closed = True
+        previous = self._done
+        if done is not None:
+            self._done = max(self._done, done)
+            self._best = best if best is not None else self._best
         if self.quiet:
             return
         if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix(), refresh=False)
+            self._bar.update(self._done - previous)
             self._bar.close()
         elif self._done != self._line_mark:
             self._write_line()

@@ -595,7 +595,9 @@ class _Worker:
             work.run_id, result.best, counts=result.counts, error=result.first_error
         )
         self.joined.remove(work)
-        work.progress.close()
+        # The last trials may have been another worker's: the display ends on the study's count.
+        done, best = _progress_of(work.study)
+        work.progress.close(done=done, best=best)
         return result
 
     def abort(self, error: BaseException, reopened_root: str | None) -> None:

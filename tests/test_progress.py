@@ -102,6 +102,24 @@ def test_close_writes_the_state_a_timeout_stopped_at() -> None:
     ]
 
 
+@pytest.mark.parametrize("interactive", [False, True])
+def test_close_ends_on_the_count_other_workers_finished(interactive: bool) -> None:
+    # This worker saw 2 of 3 trials done; another worker finished the last one after that.
+    out, clock = io.StringIO(), FakeClock()
+    progress = FamilyProgress("rf", 3, out=out, interactive=interactive, every=1, clock=clock)
+    _run(progress, clock, [5.0, 4.0], step=1.0)
+    progress.close(done=3, best=3.5)
+    final = out.getvalue().replace("\r", "\n").splitlines()[-1]
+    if interactive:
+        assert "3/3" in final and "best rmse 3.5" in final, final
+    else:
+        assert out.getvalue().splitlines() == [
+            "rf: 1/3 trials, best rmse 5.0, 1.0 s elapsed, eta 2.0 s",
+            "rf: 2/3 trials, best rmse 4.0, 2.0 s elapsed, eta 1.0 s",
+            "rf: 3/3 trials, best rmse 3.5, 2.0 s elapsed",
+        ]
+
+
 def test_nothing_is_written_before_the_first_trial() -> None:
     out = io.StringIO()
     FamilyProgress("rf", 5, out=out, interactive=False).close()
