@@ -11,9 +11,11 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sweeper.config import parse_config
 from sweeper.errors import SweepError
+from sweeper.prestart import WAIT_FLAG, Prestarted, for_command, wait_for_work
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,17 +23,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args = list(sys.argv[1:] if argv is None else argv)
+        if args == [WAIT_FLAG]:
+            return _work_when_handed()
         champion_only = "--champion" in args
         if champion_only:
             args.remove("--champion")
         config = parse_config(args)
-        # Imported late so that `--help` and bad arguments answer without loading MLflow.
-        from sweeper.runner import run_champion, run_sweep
+        # The extra workers import MLflow and the estimators while this process does, on the
+        # cores that are idle now, instead of while this one runs trials (sweeper.prestart).
+        prestarted = Prestarted() if champion_only else for_command(config, Path(__file__))
+        try:
+            # Imported late so that `--help` and bad arguments answer without loading MLflow.
+            from sweeper.runner import run_champion, run_sweep
 
-        if champion_only:
-            run_champion(config.sweep_name, config.storage, data=_explicit_data(args))
-        else:
-            run_sweep(config)
+            if champion_only:
+                run_champion(config.sweep_name, config.storage, data=_explicit_data(args))
+            else:
+                run_sweep(config, prestarted=prestarted)
+        finally:
+            prestarted.close()
     except SweepError as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 2
@@ -47,6 +57,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("sweep: interrupted; rerun with the same sweep_name to resume", file=sys.stderr)
         return 128 + int(signum)
     return 0
+
+
+def _work_when_handed() -> int:
+    """A prestarted worker (:mod:`sweeper.prestart`): import what a worker needs, wait for
+    the command to hand it its arguments, then run as the worker it spawns would."""
+    try:
+        import sweeper.runner  # noqa: F401 - the imports this process was started early for
+
+        args = wait_for_work()
+    except KeyboardInterrupt:  # Ctrl-C before it had work: nothing to resume or report
+        return 130
+    if args is None:  # the command ended (or failed) before it needed this worker
+        return 0
+    return main(args)
 
 
 def _explicit_data(args: Sequence[str]) -> str:

@@ -8,10 +8,11 @@ Every row runs in its own process and working directory (``bench/_row.py``): a f
 journal, a fresh SQLite tracking store (created before the clock starts: a brand-new store's
 schema migration is a one-off cost, reported separately), or the local ``mlflow server`` this
 script starts on a free loopback port. "wall time" is measured around the work in that process
-(interpreter start-up and imports excluded, the same for every row); the sweep's own start-up of
-its extra worker processes, the drain and the champion's refit, logging and registration are
-included. Needs the bench requirements (``pip install -r requirements-bench.txt``); without FLAML
-its row says "skipped".
+(interpreter start-up and imports excluded, the same for every row); what is left of the start-up
+of the sweep's extra worker processes when the clock starts (they are started before the row's
+imports, as ``sweep.py`` starts them before its own: ``sweeper/prestart.py``), the drain and the
+champion's refit, logging and registration are included. Needs the bench requirements
+(``pip install -r requirements-bench.txt``); without FLAML its row says "skipped".
 """
 
 from __future__ import annotations
@@ -555,8 +556,9 @@ def main(argv: list[str] | None = None) -> int:
             f"Command: `{command}`\n\n"
             "Insurance data, 80/20 split seed 42, the same 5 CV folds for every row. Wall time "
             "is measured in each row's own process around the work (imports excluded); the "
-            "sweep rows include their extra worker processes' start-up, the drain and the "
-            "champion's refit, model logging and registration. Tracking rows: "
+            "sweep rows include what is left of their extra worker processes' start-up when "
+            "the clock starts (started before the imports, as sweep.py starts them), the drain "
+            "and the champion's refit, model logging and registration. Tracking rows: "
             f"{size['tracking_trials']} trials × {size['tracking_families']} families, 1 worker, "
             f"median of {size['repeats']} interleaved repeats.")
     text = "\n".join([head, "", table(results), "", *targets(by, serving, args.smoke), "",

@@ -59,6 +59,7 @@ from sweeper.errors import SweepError
 from sweeper.objective import FamilyObjective, config_of
 from sweeper.orphans import log_orphans, mark_flushed
 from sweeper.preflight import check_tracking_server
+from sweeper.prestart import SPAWNED_ENV, Prestarted
 from sweeper.processes import die_with_parent
 from sweeper.progress import FamilyProgress, format_duration
 from sweeper.study import (
@@ -142,10 +143,14 @@ class _FamilyWork:
     progress: FamilyProgress
 
 
-def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome:
+def run_sweep(
+    config: SweepConfig, *, out: TextIO | None = None, prestarted: Prestarted | None = None
+) -> SweepOutcome:
     """Run (or resume, or join) a whole sweep; report to ``out`` (default: stdout).
 
-    Every input is validated before the first run or trial is made.
+    Every input is validated before the first run or trial is made. The command's extra
+    workers are ``prestarted`` ones where given (:mod:`sweeper.prestart`; the caller closes
+    it), else started here.
     """
     out = out or sys.stdout
     timings: dict[str, float] = {}
@@ -209,13 +214,15 @@ def run_sweep(config: SweepConfig, *, out: TextIO | None = None) -> SweepOutcome
             tracker.reopen(root_run_id)
         _print_links(tracker, out)
         worker = _Worker(storage, tracker, config, split, dataset, out)
-        children = _spawn_workers(config, sweep_name, me.info.experiment_id, budget_deadline)
+        children = _spawn_workers(
+            config, sweep_name, me.info.experiment_id, budget_deadline, prestarted
+        )
         # The command's first process registers the champion (the workers it spawns leave it
         # to it) and draws the plots, in helper processes at the lowest CPU priority: each
         # family is drawn as soon as it is complete, with what the trials leave of the cores
         # (a whole core with one worker), and the rest when the trials are done. (With a time
         # budget the families end together, so they are drawn at the end.)
-        spawned = _SPAWNED_ENV in os.environ
+        spawned = SPAWNED_ENV in os.environ
         draw_early = budget_deadline is None and not spawned
         drawer = Drawer(config.storage, processes=_drawing_processes(),
                         spare_core=_spare_core(config))
@@ -834,13 +841,14 @@ def _best_value(study: optuna.Study) -> float:
     return min(values) if values else float("-inf")
 
 
+#: The command-line entry point that spawned workers run.
+SWEEP_SCRIPT = Path(__file__).resolve().parent.parent / "sweep.py"
+
 #: Environment variable carrying the budget's absolute end (epoch seconds) to spawned workers,
 #: so that a worker that starts a few seconds late does not overrun the sweep's budget.
 _DEADLINE_ENV = "SWEEP_BUDGET_ENDS_AT"
 
 
-#: Set in the workers a command spawns: they are not alone on the machine.
-_SPAWNED_ENV = "SWEEP_SPAWNED_BY"
 #: The number of worker processes of the command that spawned a worker.
 _WORKERS_ENV = "SWEEP_COMMAND_WORKERS"
 
@@ -860,9 +868,14 @@ def _budget_deadline(config: SweepConfig) -> float | None:
 
 
 def _spawn_workers(
-    config: SweepConfig, sweep_name: str, experiment_id: str, deadline: float | None
+    config: SweepConfig,
+    sweep_name: str,
+    experiment_id: str,
+    deadline: float | None,
+    prestarted: Prestarted | None = None,
 ) -> list[subprocess.Popen[bytes]]:
-    """Start ``workers - 1`` more processes on the same sweep (one thread each)."""
+    """Start ``workers - 1`` more processes on the same sweep (one thread each): hand the
+    work to ``prestarted`` ones first, start the others now."""
     if config.workers <= 1:
         return []
     argv: list[str] = []
@@ -876,23 +889,25 @@ def _spawn_workers(
         argv += [f"--{key}", value]
     env = dict(os.environ)
     env.pop("MLFLOW_RUN_ID", None)
-    env[_SPAWNED_ENV] = str(os.getpid())
+    env[SPAWNED_ENV] = str(os.getpid())
     env[_WORKERS_ENV] = str(config.workers)
     env["MLFLOW_EXPERIMENT_ID"] = experiment_id
     env.pop("MLFLOW_EXPERIMENT_NAME", None)
     if deadline is not None:
         env[_DEADLINE_ENV] = str(time.time() + (deadline - time.monotonic()))
-    script = Path(__file__).resolve().parent.parent / "sweep.py"
-    return [
-        subprocess.Popen(
-            [sys.executable, str(script), *argv],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            # Killing the command stops its workers; their trials are reaped on resume.
-            preexec_fn=partial(die_with_parent, os.getpid()),
-        )
-        for _ in range(config.workers - 1)
-    ]
+    children = []
+    for _ in range(config.workers - 1):
+        child = prestarted.hand(argv, env) if prestarted is not None else None
+        if child is None:
+            child = subprocess.Popen(
+                [sys.executable, str(SWEEP_SCRIPT), *argv],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                # Killing the command stops its workers; their trials are reaped on resume.
+                preexec_fn=partial(die_with_parent, os.getpid()),
+            )
+        children.append(child)
+    return children
 
 
 def _stop_children(children: Sequence[subprocess.Popen[bytes]], error: BaseException) -> None:

@@ -321,13 +321,38 @@ def test_two_workers_in_one_command(tmp_path: Path) -> None:
     # gets its share.
     sweep = Sweep(tmp_path, "two-workers", ("random_forest", "elastic_net"), n_trials=10,
                   extra=("--n_workers", "2"))
-    done = sweep.run()
-    assert done.returncode == 0, done.stderr
+    command = sweep.start()
+    seen: dict[int, list[str]] = {}
+    while command.poll() is None:
+        seen.update(_sweep_children(command.pid))
+        time.sleep(0.05)
+    assert command.returncode == 0, Path(sweep.logs[0]).read_text()
     check_sweep(sweep, workers=1)
     workers = {
         t.system_attrs["sweep:worker"] for trials in sweep.trials().values() for t in trials
     }
     assert len(workers) == 2, "both processes should have run trials"
+    # The one extra worker was started before the command's imports (sweeper.prestart) and
+    # handed its work: no second one was started.
+    assert [argv[1:] for argv in seen.values()] == [[str(ROOT / "sweep.py"), "--wait-for-work"]]
+
+
+def _sweep_children(pid: int) -> dict[int, list[str]]:
+    """The command lines of ``pid``'s child processes that run sweep.py, by pid."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            argv = (entry / "cmdline").read_bytes().decode().split("\0")[:-1]
+        except OSError:  # gone meanwhile
+            continue
+        ppid = next((line.split()[1] for line in status.splitlines()
+                     if line.startswith("PPid:")), None)
+        if ppid == str(pid) and any(arg.endswith("sweep.py") for arg in argv):
+            children[int(entry.name)] = argv
+    return children
 
 
 def test_two_commands_on_one_sweep_name(tmp_path: Path) -> None:

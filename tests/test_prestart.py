@@ -1,0 +1,109 @@
+"""Prestarted workers (sweeper.prestart): handed their arguments and environment once, stopped
+when never handed any, and none where the command spawns nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from sweeper.config import SweepConfig
+from sweeper.prestart import SPAWNED_ENV, WAIT_FLAG, Prestarted, for_command
+
+
+@pytest.fixture()
+def script(tmp_path: Path) -> Path:
+    """A stand-in for sweep.py: waits for work as a prestarted worker does, then writes what
+    it was handed (its arguments, two variables, its flag) to out.json."""
+    path = tmp_path / "fake_sweep.py"
+    path.write_text(textwrap.dedent(f"""
+        import json, os, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from sweeper.prestart import wait_for_work
+        args = wait_for_work()
+        out = {{"flag": sys.argv[1:], "args": args, "handed": os.environ.get("HANDED"),
+                "dropped": os.environ.get("DROPPED")}}
+        with open({str(tmp_path / "out.json")!r}, "w") as f:
+            json.dump(out, f)
+    """))
+    return path
+
+
+def test_a_worker_gets_its_arguments_and_exactly_the_environment_handed(
+    script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DROPPED", "inherited at start")
+    monkeypatch.setenv("MLFLOW_RUN_ID", "the-commands-run")
+    prestarted = Prestarted.start(2, script)
+    assert len(prestarted) == 2
+    env = {"PATH": os.environ["PATH"], "HANDED": "yes"}
+    worker = prestarted.hand(["--n_trials", "3"], env)
+    assert worker is not None and len(prestarted) == 1
+    assert worker.wait(timeout=60) == 0
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out == {"flag": [WAIT_FLAG], "args": ["--n_trials", "3"], "handed": "yes",
+                   "dropped": None}
+    (left,) = prestarted._waiting
+    prestarted.close()  # the one never handed work is stopped
+    assert left.returncode is not None and len(prestarted) == 0
+    assert prestarted.hand(["--n_trials", "3"], env) is None  # none left: the caller starts one
+
+
+def test_a_worker_that_died_is_skipped(script: Path) -> None:
+    prestarted = Prestarted.start(2, script)
+    first = prestarted._waiting[0]
+    first.kill()
+    first.wait()
+    worker = prestarted.hand([], {"PATH": os.environ["PATH"]})
+    assert worker is not None and worker is not first
+    assert worker.wait(timeout=60) == 0
+    prestarted.close()
+
+
+def test_closing_the_pipe_without_work_ends_the_worker_quietly(
+    script: Path, tmp_path: Path
+) -> None:
+    # What a real worker does once past its imports when the command ends before needing it.
+    worker = subprocess.Popen([sys.executable, str(script), WAIT_FLAG], stdin=subprocess.PIPE)
+    worker.communicate(b"", timeout=60)
+    assert worker.returncode == 0
+    assert json.loads((tmp_path / "out.json").read_text())["args"] is None
+
+
+@pytest.mark.parametrize(
+    ("n_workers", "spawned", "expected"), [(1, False, 0), (3, False, 2), (3, True, 0)]
+)
+def test_a_command_prestarts_the_workers_it_will_spawn(
+    n_workers: int, spawned: bool, expected: int, script: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if spawned:
+        monkeypatch.setenv(SPAWNED_ENV, "1234")
+    else:
+        monkeypatch.delenv(SPAWNED_ENV, raising=False)
+    prestarted = for_command(SweepConfig(n_workers=n_workers), script)
+    try:
+        assert len(prestarted) == expected
+    finally:
+        prestarted.close()
+
+
+def test_a_negative_count_is_refused(script: Path) -> None:
+    with pytest.raises(ValueError) as raised:
+        Prestarted.start(-1, script)
+    assert str(raised.value) == "Prestarted.start: n must be >= 0, but got -1"
+
+
+def test_sweep_py_without_work_exits_0_once_imported(tmp_path: Path) -> None:
+    # The real entry point: imports the sweep, then ends when the pipe closes without work.
+    worker = subprocess.run(
+        [sys.executable, str(ROOT / "sweep.py"), WAIT_FLAG], input=b"", capture_output=True,
+        timeout=120, cwd=tmp_path,
+    )
+    assert (worker.returncode, worker.stdout, worker.stderr) == (0, b"", b"")
