@@ -1,6 +1,6 @@
 """Drawing the sweep's plots and champion report in helper processes, beside the sweep.
 
-Drawing is slow (matplotlib: about 0.7 s per family, 1-2 s for the champion's report) and has
+Drawing is slow (matplotlib: 0.3-0.5 s per family, 0.5-1 s for the champion's report) and has
 nothing to do with choosing the champion, so it must not sit on the sweep's critical path: a
 :class:`Drawer` hands it to helper processes (a process, not a thread: drawing is Python code
 that would hold the GIL against the trials and the MLflow logging) running at the lowest CPU
