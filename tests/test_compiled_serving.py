@@ -284,13 +284,28 @@ def test_check_rows_add_a_missing_row_and_an_unseen_row(
 
 
 @families
-def test_saved_model_loads_with_exactly_its_trusted_types(
+def test_saved_model_is_skops_own_archive_and_loads_with_exactly_its_trusted_types(
     family: Family, insurance: tuple[pd.DataFrame, pd.Series], tmp_path: Path
 ) -> None:
+    import io
+    import json
+    import zipfile
+
     X, y = insurance
     pipeline = _fit(family, X, y)
     trusted = serving.save(pipeline, tmp_path / "model", rows=check_rows(X))
-    assert trusted == sorted(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
+    expected = skops.io.dumps(pipeline)
+    assert trusted == sorted(skops.io.get_untrusted_types(data=expected))
+    # skops' own archive, with a compact schema (what makes it fast: serving._skops_dumps).
+    ours = zipfile.ZipFile(tmp_path / "model" / serving.PIPELINE_FILE)
+    theirs = zipfile.ZipFile(io.BytesIO(expected))
+    schema = ours.read("schema.json").decode()
+    assert "\n" not in schema
+    assert _without_ids(json.loads(schema)) == _without_ids(
+        json.loads(theirs.read("schema.json")))
+    assert len(ours.namelist()) == len(theirs.namelist())
+    assert sorted(ours.getinfo(n).file_size for n in ours.namelist() if n != "schema.json") == \
+        sorted(theirs.getinfo(n).file_size for n in theirs.namelist() if n != "schema.json")
     served = serving._load_pyfunc(str(tmp_path / "model"))
     assert served.fallback_reason == ""
     rows = _hard_rows(X)
@@ -304,28 +319,6 @@ def _without_ids(node: Any) -> Any:
     if isinstance(node, list):
         return [_without_ids(v) for v in node]
     return node
-
-
-@families
-def test_saved_archive_is_skops_own_with_a_compact_schema(
-    family: Family, insurance: tuple[pd.DataFrame, pd.Series], tmp_path: Path
-) -> None:
-    import io
-    import json
-    import zipfile
-
-    X, y = insurance
-    pipeline = _fit(family, X, y)
-    serving.save(pipeline, tmp_path / "model", rows=check_rows(X))
-    ours = zipfile.ZipFile(tmp_path / "model" / serving.PIPELINE_FILE)
-    theirs = zipfile.ZipFile(io.BytesIO(skops.io.dumps(pipeline)))
-    schema = ours.read("schema.json").decode()
-    assert "\n" not in schema  # compact: what makes it fast (see serving._skops_dumps)
-    assert _without_ids(json.loads(schema)) == _without_ids(
-        json.loads(theirs.read("schema.json")))
-    assert len(ours.namelist()) == len(theirs.namelist())
-    assert sorted(ours.getinfo(n).file_size for n in ours.namelist() if n != "schema.json") == \
-        sorted(theirs.getinfo(n).file_size for n in theirs.namelist() if n != "schema.json")
 
 
 def test_loading_obeys_mlflows_deserialization_switch(
