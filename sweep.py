@@ -11,7 +11,6 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from sweeper.config import parse_config
 from sweeper.errors import SweepError
@@ -31,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = parse_config(args)
         # The extra workers import MLflow and the estimators while this process does, on the
         # cores that are idle now, instead of while this one runs trials (sweeper.prestart).
-        prestarted = Prestarted() if champion_only else for_command(config, Path(__file__))
+        prestarted = Prestarted() if champion_only else for_command(config)
         try:
             # Imported late so that `--help` and bad arguments answer without loading MLflow.
             from sweeper.runner import run_champion, run_sweep

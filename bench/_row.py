@@ -178,7 +178,7 @@ def run_our_sweep(spec: dict[str, Any]) -> dict[str, Any]:
     config = SweepConfig(**spec["config"])
     # As sweep.py does: the extra workers start before this process's imports and import
     # beside them; whatever of their start-up is left when the clock starts is measured.
-    prestarted = for_command(config, ROOT / "sweep.py")
+    prestarted = for_command(config)
     try:
         return _run_our_sweep(spec, config, prestarted)
     finally:

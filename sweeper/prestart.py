@@ -26,12 +26,14 @@ from sweeper.processes import die_with_parent
 if TYPE_CHECKING:
     from sweeper.config import SweepConfig
 
-__all__ = ["SPAWNED_ENV", "WAIT_FLAG", "Prestarted", "for_command", "wait_for_work"]
+__all__ = ["SPAWNED_ENV", "SWEEP_SCRIPT", "WAIT_FLAG", "Prestarted", "for_command", "wait_for_work"]
 
 #: The command-line flag of a prestarted worker (``sweep.py --wait-for-work``).
 WAIT_FLAG = "--wait-for-work"
 #: Set in the workers a command spawns: they are not alone on the machine, and spawn nothing.
 SPAWNED_ENV = "SWEEP_SPAWNED_BY"
+#: The command-line entry point that every worker runs, prestarted or spawned.
+SWEEP_SCRIPT = Path(__file__).resolve().parent.parent / "sweep.py"
 
 
 class Prestarted:
@@ -42,8 +44,8 @@ class Prestarted:
         self._waiting = list(processes)
 
     @classmethod
-    def start(cls, n: int, script: Path) -> Prestarted:
-        """Start ``n`` processes of ``script`` (a ``sweep.py``) with :data:`WAIT_FLAG`."""
+    def start(cls, n: int, script: Path = SWEEP_SCRIPT) -> Prestarted:
+        """Start ``n`` processes of ``script`` (``sweep.py``) with :data:`WAIT_FLAG`."""
         if n < 0:
             raise ValueError(f"Prestarted.start: n must be >= 0, but got {n}")
         # Not this command's MLflow run: a worker makes its own (the final environment,
@@ -87,7 +89,7 @@ class Prestarted:
         """Stop the workers never handed work (the sweep failed first, or needed fewer)."""
         for process in self._waiting:
             if process.stdin is not None:
-                process.stdin.close()  # EOF: a worker past its imports exits at once
+                process.stdin.close()  # this end of its pipe
             if process.poll() is None:
                 process.terminate()
         for process in self._waiting:
@@ -95,7 +97,7 @@ class Prestarted:
         self._waiting.clear()
 
 
-def for_command(config: SweepConfig, script: Path) -> Prestarted:
+def for_command(config: SweepConfig, script: Path = SWEEP_SCRIPT) -> Prestarted:
     """The workers a command will spawn (``workers - 1``), started now; none in a worker
     that was itself spawned, which spawns nothing."""
     if SPAWNED_ENV in os.environ or config.workers <= 1:

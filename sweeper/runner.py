@@ -59,7 +59,7 @@ from sweeper.errors import SweepError
 from sweeper.objective import FamilyObjective, config_of
 from sweeper.orphans import log_orphans, mark_flushed
 from sweeper.preflight import check_tracking_server
-from sweeper.prestart import SPAWNED_ENV, Prestarted
+from sweeper.prestart import SPAWNED_ENV, SWEEP_SCRIPT, Prestarted
 from sweeper.processes import die_with_parent
 from sweeper.progress import FamilyProgress, format_duration
 from sweeper.study import (
@@ -840,9 +840,6 @@ def _best_value(study: optuna.Study) -> float:
     ]
     return min(values) if values else float("-inf")
 
-
-#: The command-line entry point that spawned workers run.
-SWEEP_SCRIPT = Path(__file__).resolve().parent.parent / "sweep.py"
 
 #: Environment variable carrying the budget's absolute end (epoch seconds) to spawned workers,
 #: so that a worker that starts a few seconds late does not overrun the sweep's budget.
