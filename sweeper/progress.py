@@ -34,7 +34,10 @@ class FamilyProgress:
     """Progress of one family's study.
 
     Use as a context manager (or call :meth:`close`); call :meth:`update` after each finished
-    trial, e.g. from the study's ``callbacks``.
+    trial, e.g. from the study's ``callbacks``. The elapsed time and ETA count from when the
+    object is made, or from :meth:`start` where that is called: a sweep joins every family at
+    once and then runs them one after another, and a family's time must not include the
+    families before it.
 
     Args:
         family: The family name, the line's (or bar's) label.
@@ -75,6 +78,7 @@ class FamilyProgress:
         self._out = out if out is not None else sys.stderr
         self._clock = clock
         self._started = clock()
+        self._restarted = False
         self._initial = initial
         self._done = initial
         self._best: float | None = None
@@ -86,19 +90,6 @@ class FamilyProgress:
             interactive = _isatty(self._out)
         self.interactive = interactive and not quiet
         self._bar: Any = None
-        if self.interactive:
-            # Imported here: plain-line and quiet modes never need tqdm.
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(
-                total=total,
-                initial=initial,
-                desc=family,
-                unit="trial",
-                file=self._out,
-                dynamic_ncols=True,
-                leave=True,
-            )
 
     def __enter__(self) -> FamilyProgress:
         return self
@@ -110,6 +101,32 @@ class FamilyProgress:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    def start(self) -> None:
+        """Restart the clock: this process is about to run the family's first trial. Later
+        calls do nothing."""
+        if self._restarted:
+            return
+        self._restarted = True
+        self._started = self._clock()
+        self._show_bar()
+
+    def _show_bar(self) -> None:
+        """On a terminal, the bar, made at the first need of it: tqdm's own clock starts with
+        it, so it is made when the family starts, not when the sweep joins it."""
+        if self.interactive and self._bar is None:
+            # Imported here: plain-line and quiet modes never need tqdm.
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                total=self.total,
+                initial=self._initial,
+                desc=self.family,
+                unit="trial",
+                file=self._out,
+                dynamic_ncols=True,
+                leave=True,
+            )
 
     @property
     def done(self) -> int:
@@ -140,6 +157,7 @@ class FamilyProgress:
         self._best = best
         if self.quiet:
             return
+        self._show_bar()
         if self._bar is not None:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
             self._bar.update(self._done - previous)
@@ -169,6 +187,8 @@ class FamilyProgress:
             self._best = best if best is not None else self._best
         if self.quiet:
             return
+        if self._done != self._initial:
+            self._show_bar()  # e.g. other workers ran every trial this one saw
         if self._bar is not None:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
             self._bar.update(self._done - previous)

@@ -517,6 +517,7 @@ class _Worker:
     def work_on(self, work: _FamilyWork) -> None:
         """Run trials of one family until its pool is empty or its timeout passed."""
         deadline = deadline_after(self.config.timeout)
+        work.progress.start()  # its clock: the families before it are not its time
         while not passed(deadline) and self._run_one(work):
             pass
 
@@ -564,6 +565,8 @@ class _Worker:
         trial early."""
         spent = {work.family.name: 0.0 for work in works}
         open_pools = list(works)
+        for work in works:
+            work.progress.start()  # the families run side by side
         while open_pools and not passed(deadline):
             ranked = sorted(open_pools, key=lambda w: (_best_value(w.study), works.index(w)))
             work = min(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -120,9 +122,37 @@ def test_close_ends_on_the_count_other_workers_finished(interactive: bool) -> No
         ]
 
 
-def test_nothing_is_written_before_the_first_trial() -> None:
+def test_the_clock_counts_from_start_not_from_when_the_family_was_joined() -> None:
+    # A sweep joins every family at set-up and runs them one after another: a later family's
+    # elapsed time and ETA must not include the families before it.
+    out, clock = io.StringIO(), FakeClock()
+    progress = FamilyProgress("xgboost", 4, out=out, interactive=False, every=2, clock=clock)
+    clock.now += 60.0  # the families before it
+    progress.start()
+    _run(progress, clock, [9.0, 8.0], step=2.0)
+    clock.now += 1.0
+    progress.start()  # once started, later calls change nothing
+    _run(progress, clock, [7.0, 6.0], step=2.0, start=2)
+    progress.close()
+    assert out.getvalue().splitlines() == [
+        "xgboost: 2/4 trials, best rmse 8.0, 4.0 s elapsed, eta 4.0 s",
+        "xgboost: 4/4 trials, best rmse 6.0, 9.0 s elapsed",
+    ]
+
+
+def test_the_bar_appears_when_the_family_starts() -> None:
     out = io.StringIO()
-    FamilyProgress("rf", 5, out=out, interactive=False).close()
+    progress = FamilyProgress("xgboost", 3, out=out, interactive=True)
+    assert out.getvalue() == ""  # joined, not started: no bar yet (its clock would run)
+    progress.start()
+    assert "xgboost" in out.getvalue() and "0/3" in out.getvalue()
+    progress.close()
+
+
+@pytest.mark.parametrize("interactive", [False, True])
+def test_nothing_is_written_before_the_first_trial(interactive: bool) -> None:
+    out = io.StringIO()
+    FamilyProgress("rf", 5, out=out, interactive=interactive).close()
     assert out.getvalue() == ""
 
 
@@ -182,3 +212,46 @@ def test_default_out_is_the_standard_error_of_the_moment(monkeypatch: pytest.Mon
     with FamilyProgress("rf", 1, interactive=False, every=1, clock=clock) as progress:
         _run(progress, clock, [7.0])
     assert later.getvalue() == "rf: 1/1 trials, best rmse 7.0, 1.5 s elapsed\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# In a sweep
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_sweep_starts_each_familys_clock_when_it_begins_on_it(
+    tmp_path: Path, tracking_uri: str, insurance_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    from sweeper import runner
+    from sweeper.config import SweepConfig
+
+    events: list[tuple[str, str]] = []
+
+    class Recorded(FamilyProgress):
+        def start(self) -> None:
+            events.append(("start", self.family))
+            super().start()
+
+        def update(self, trial: optuna.trial.FrozenTrial, **kwargs: Any) -> None:
+            events.append(("trial", self.family))
+            super().update(trial, **kwargs)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setattr(runner, "FamilyProgress", Recorded)
+    config = SweepConfig(n_trials=2, families="elastic_net,hist_gradient_boosting",
+                         data=str(insurance_csv), cv_folds=2, n_workers=1, verbose=0)
+    try:
+        runner.run_sweep(config, out=io.StringIO())
+    finally:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+    # Each family's clock starts after the family before it ran its trials, right before its
+    # own first trial (not when the sweep joined it, at set-up).
+    assert events == [
+        ("start", "elastic_net"), ("trial", "elastic_net"), ("trial", "elastic_net"),
+        ("start", "hist_gradient_boosting"), ("trial", "hist_gradient_boosting"),
+        ("trial", "hist_gradient_boosting"),
+    ]
