@@ -362,9 +362,15 @@ def targets(by: dict[str, Result], serving: dict[str, Any] | None, smoke: bool) 
             ratio = by[key].get("seconds") / none.get("seconds")
             same = by[key].get("all_trials") == none.get("all_trials")
             loop = _loop_seconds(by[key]) / _loop_seconds(none)
+            # Each repeat over the untracked run just before it: how far this machine's drift
+            # moves the ratio (the verdict is on the medians).
+            pairs = [t / u for t, u in zip(by[key].get("all_seconds") or [],
+                                            none.get("all_seconds") or [], strict=False)]
+            spread = (f"; repeat by repeat {', '.join(f'{p:.3f}×' for p in pairs)}"
+                      if len(pairs) > 1 else "")
             out.append(f"| 1. tracking overhead on {name} ≤ 1.02× | {ratio:.3f}× "
                        f"({by[key].get('seconds'):.1f} s vs {none.get('seconds'):.1f} s, medians; "
-                       f"identical trials: {'yes' if same else 'no'}); the trials alone "
+                       f"identical trials: {'yes' if same else 'no'}{spread}); the trials alone "
                        f"(without set-up, champion logging and plots): {loop:.3f}× "
                        f"| {verdict(ratio <= 1.02)} |")
     if ok("sweep", "baseline"):
