@@ -188,7 +188,7 @@ class FamilyProgress:
         if self.quiet:
             return
         if self._done != self._initial:
-            self._show_bar()  # e.g. other workers ran every trial this one saw
+            self._show_bar()  # this process ran none of them: other workers did
         if self._bar is not None:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
             self._bar.update(self._done - previous)
