@@ -26,7 +26,10 @@ from sweeper.processes import die_with_parent
 if TYPE_CHECKING:
     from sweeper.config import SweepConfig
 
-__all__ = ["SPAWNED_ENV", "SWEEP_SCRIPT", "WAIT_FLAG", "Prestarted", "for_command", "wait_for_work"]
+__all__ = [
+    "SPAWNED_ENV", "SWEEP_SCRIPT", "WAIT_FLAG", "Prestarted", "for_command", "start_worker",
+    "wait_for_work",
+]
 
 #: The command-line flag of a prestarted worker (``sweep.py --wait-for-work``).
 WAIT_FLAG = "--wait-for-work"
@@ -52,12 +55,7 @@ class Prestarted:
         # handed over with the work, replaces this one anyway).
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
         return cls([
-            subprocess.Popen(
-                [sys.executable, str(script), WAIT_FLAG], stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, env=env,
-                # Killing the command stops its workers, waiting or working.
-                preexec_fn=partial(die_with_parent, os.getpid()),
-            )
+            start_worker([WAIT_FLAG], env, script=script, stdin=subprocess.PIPE)
             for _ in range(n)
         ])
 
@@ -95,6 +93,24 @@ class Prestarted:
         for process in self._waiting:
             process.wait()
         self._waiting.clear()
+
+
+def start_worker(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    script: Path = SWEEP_SCRIPT,
+    stdin: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start one worker process of a command: ``script`` (``sweep.py``) with ``argv`` and
+    ``env``, its output discarded (the command reports for its workers)."""
+    return subprocess.Popen(
+        [sys.executable, str(script), *argv], stdin=stdin, stdout=subprocess.DEVNULL,
+        env=dict(env),
+        # Killing the command stops its workers, waiting or working; a working one's trials
+        # are reaped on resume.
+        preexec_fn=partial(die_with_parent, os.getpid()),
+    )
 
 
 def for_command(config: SweepConfig, script: Path = SWEEP_SCRIPT) -> Prestarted:

@@ -59,8 +59,7 @@ from sweeper.errors import SweepError
 from sweeper.objective import FamilyObjective, config_of
 from sweeper.orphans import log_orphans, mark_flushed
 from sweeper.preflight import check_tracking_server
-from sweeper.prestart import SPAWNED_ENV, SWEEP_SCRIPT, Prestarted
-from sweeper.processes import die_with_parent
+from sweeper.prestart import SPAWNED_ENV, Prestarted, start_worker
 from sweeper.progress import FamilyProgress, format_duration
 from sweeper.study import (
     ATTR_RUN_ID,
@@ -898,15 +897,7 @@ def _spawn_workers(
     children = []
     for _ in range(config.workers - 1):
         child = prestarted.hand(argv, env) if prestarted is not None else None
-        if child is None:
-            child = subprocess.Popen(
-                [sys.executable, str(SWEEP_SCRIPT), *argv],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                # Killing the command stops its workers; their trials are reaped on resume.
-                preexec_fn=partial(die_with_parent, os.getpid()),
-            )
-        children.append(child)
+        children.append(child if child is not None else start_worker(argv, env))
     return children
 
 
