@@ -8,13 +8,14 @@ code 2; an interruption with exit code 130 (Ctrl-C) or 143 (SIGTERM).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 
 from sweeper.config import parse_config
 from sweeper.errors import SweepError
-from sweeper.prestart import WAIT_FLAG, Prestarted, for_command, wait_for_work
+from sweeper.prestart import SPAWNED_ENV, WAIT_FLAG, Prestarted, for_command, wait_for_work
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,7 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prestarted = Prestarted() if champion_only else for_command(config)
         try:
             # Imported late so that `--help` and bad arguments answer without loading MLflow.
+            from sweeper.champion import import_model_saving
             from sweeper.runner import run_champion, run_sweep
+
+            if SPAWNED_ENV not in os.environ:  # this process registers the champion
+                import_model_saving()
 
             if champion_only:
                 run_champion(config.sweep_name, config.storage, data=_explicit_data(args))
@@ -63,7 +68,11 @@ def _work_when_handed() -> int:
     the command to hand it its arguments, then run as the worker it spawns would."""
     try:
         import sweeper.runner  # noqa: F401 - the imports this process was started early for
+        from sweeper.tracking import import_tracking_store
 
+        # The command's tracking store is this environment's, whose variables the command
+        # hands over again: its code is the rest of what the worker's set-up would import.
+        import_tracking_store()
         args = wait_for_work()
     except KeyboardInterrupt:  # Ctrl-C before it had work: nothing to resume or report
         return 130

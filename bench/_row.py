@@ -186,7 +186,10 @@ def run_our_sweep(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_our_sweep(spec: dict[str, Any], config: Any, prestarted: Any) -> dict[str, Any]:
+    from sweeper.champion import import_model_saving
     from sweeper.runner import run_sweep
+
+    import_model_saving()  # as sweep.py does in the process that registers the champion
 
     if spec.get("tracking") == "none":
         _no_tracking()

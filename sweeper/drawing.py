@@ -261,8 +261,9 @@ def _init_helper(storage: str, spare_core: bool, parent: int) -> None:
     import threadpoolctl
 
     import objectives  # noqa: F401 - the estimators, for the champion's figures
-    import sweeper.report  # noqa: F401 - matplotlib and Optuna's plotting, imported once
+    from sweeper import report
 
+    report.import_drawing()  # matplotlib and Optuna's plotting, imported once
     threadpoolctl.threadpool_limits(1)
     _open(storage)
     if not spare_core:

@@ -21,19 +21,19 @@ import struct
 import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from optuna.trial import TrialState
 
 from sweeper.objective import ATTR_RMSE_STD
-from sweeper.parallel_coordinate import parallel_coordinate_figure
 from sweeper.study import FamilyResult
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn, see import_drawing
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = [
     "FAMILY_PLOTS",
@@ -42,6 +42,7 @@ __all__ = [
     "champion_figures",
     "champion_page",
     "family_plots",
+    "import_drawing",
     "leaderboard_frame",
     "leaderboard_markdown",
 ]
@@ -74,6 +75,20 @@ _DPI = 110
 FAMILY_PLOTS = ("optimization_history.png", "param_importances.png", "parallel_coordinate.png")
 
 
+def import_drawing() -> None:
+    """Import what drawing needs (matplotlib, Optuna's matplotlib plots), as a drawing helper
+    does once at its start.
+
+    Not imported with this module: the sweep's processes use it for the leaderboard and the
+    champion's page alone, and the drawing is done in helpers (:mod:`sweeper.drawing`);
+    matplotlib cost each of them 0.6 s of CPU at start-up on 2 cores, a worker's before its
+    first trial.
+    """
+    from optuna.visualization import matplotlib  # noqa: F401 - its plots; matplotlib itself
+
+    import sweeper.parallel_coordinate  # noqa: F401 - this project's plot
+
+
 def family_plots(
     study: optuna.Study, out_dir: Path, *, only: Collection[str] | None = None
 ) -> list[Path]:
@@ -99,6 +114,8 @@ def family_plots(
     ]
 
     from optuna.visualization import matplotlib as optuna_mpl
+
+    from sweeper.parallel_coordinate import parallel_coordinate_figure
 
     planned: list[tuple[str, bool, Callable[[], Any]]] = [
         (
@@ -193,6 +210,8 @@ def _prefix_title(ax: Axes, prefix: str) -> None:
 
 def _figure_of(axes: Any) -> tuple[Figure, Axes]:
     """The figure and main axes of what an Optuna plot function returned."""
+    from matplotlib.axes import Axes
+
     first = axes if isinstance(axes, Axes) else np.ravel(np.asarray(axes, dtype=object))[0]
     figure = first.get_figure()
     if figure is None:
@@ -487,6 +506,8 @@ def _compiled_predict(model: Any) -> Callable[[pd.DataFrame], Any]:
 
 
 def _new_figure(width: float = 6.4, height: float = 4.8) -> Figure:
+    from matplotlib.figure import Figure
+
     # A bare Figure (no pyplot): no backend, no global figure registry, nothing to close.
     return Figure(figsize=(width, height), layout="constrained")
 
@@ -514,6 +535,8 @@ def _predicted_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, family: str) ->
 
 
 def _residuals(y_true: np.ndarray, y_pred: np.ndarray, family: str) -> Figure:
+    from matplotlib.ticker import MaxNLocator
+
     residual = y_true - y_pred
     figure = _new_figure(10.0, 4.2)
     scatter, histogram = figure.subplots(1, 2, width_ratios=(3, 2))

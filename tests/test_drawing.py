@@ -167,6 +167,17 @@ def test_helpers_run_at_the_lowest_priority_and_close_cleans_up(drawer: Drawer) 
     assert drawer._pool is None
 
 
+def test_helpers_import_the_drawing_once_at_start(drawer: Drawer) -> None:
+    # Not with sweeper.report (the sweep's processes import it and never draw): at the
+    # helper's start, beside the trials, not at its first plot.
+    loaded = drawer.start().submit(
+        eval, "[m in __import__('sys').modules for m in "
+              "('matplotlib.figure', 'optuna.visualization.matplotlib', "
+              "'sweeper.parallel_coordinate')]"
+    ).result()
+    assert loaded == [True, True, True]
+
+
 def test_helpers_that_cannot_start_fail_every_drawing_at_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

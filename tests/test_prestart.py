@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ROOT
@@ -107,3 +108,70 @@ def test_sweep_py_without_work_exits_0_once_imported(tmp_path: Path) -> None:
         timeout=120, cwd=tmp_path,
     )
     assert (worker.returncode, worker.stdout, worker.stderr) == (0, b"", b"")
+
+
+
+#: Prints which of the modules only some processes need a fresh interpreter has imported.
+_PRINT_LOADED = (
+    'print(json.dumps({m: m in sys.modules for m in ("skops.io", "matplotlib")}))'
+)
+
+
+def _loaded_by(
+    code: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Any:
+    """The JSON that ``code``, run in a fresh interpreter with the project importable, printed
+    last (such as a :data:`_PRINT_LOADED` line)."""
+    script = f"import json, sys\nsys.path.insert(0, {str(ROOT)!r})\n{textwrap.dedent(code)}"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=cwd, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_worker_imports_nothing_only_the_registering_process_or_the_drawing_needs() -> None:
+    # What a prestarted worker imports before its first trial (sweep.py --wait-for-work):
+    # skops (2 s of CPU on 2 cores) saves the champion, matplotlib draws in helpers.
+    assert _loaded_by(f"import sweeper.runner\n{_PRINT_LOADED}") == {
+        "skops.io": False, "matplotlib": False}
+    assert _loaded_by(
+        f"from sweeper.champion import import_model_saving\nimport_model_saving()\n"
+        f"{_PRINT_LOADED}"
+    ) == {"skops.io": True, "matplotlib": False}
+
+
+@pytest.mark.parametrize("spawned", [False, True], ids=["the command", "a spawned worker"])
+def test_sweep_py_imports_model_saving_before_the_sweep_only_where_it_registers(
+    spawned: bool,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != SPAWNED_ENV}
+    if spawned:
+        env[SPAWNED_ENV] = "1"
+    # sweep.py's main, with run_sweep replaced by a probe of what was imported when it began.
+    assert _loaded_by(f"""
+        import sweeper.runner
+        sweeper.runner.run_sweep = lambda config, prestarted: {_PRINT_LOADED}
+        import sweep
+        sys.exit(sweep.main(["--n_workers", "1", "--n_trials", "1"]))
+    """, env) == {"skops.io": not spawned, "matplotlib": False}
+
+
+@pytest.mark.parametrize(("uri", "imported"), [
+    (None, True),  # MLflow's default: sqlite:///mlflow.db
+    ("sqlite:///elsewhere/mlflow.db", True),
+    ("postgresql+psycopg://sweep@127.0.0.1:5432/mlflow", True),
+    ("http://127.0.0.1:5000", False),
+], ids=["default", "sqlite", "postgresql", "http"])
+def test_a_prestarted_worker_imports_a_database_tracking_store_while_it_waits(
+    uri: str | None, imported: bool, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if uri is not None:
+        env["MLFLOW_TRACKING_URI"] = uri
+    # sweep.py --wait-for-work, with the wait replaced by a probe of what it has imported.
+    assert _loaded_by("""
+        import sweep
+        sweep.wait_for_work = lambda: print(json.dumps(
+            "mlflow.store.tracking.sqlalchemy_store" in sys.modules))
+        sys.exit(sweep._work_when_handed())
+    """, env, cwd=tmp_path) is imported
+    assert list(tmp_path.iterdir()) == []  # imported, not opened: no store was created

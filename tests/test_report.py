@@ -182,7 +182,9 @@ def test_a_plot_that_fails_is_skipped_and_logged(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("no ink")
 
-    monkeypatch.setattr(report, "parallel_coordinate_figure", broken)
+    import sweeper.parallel_coordinate  # report imports it when it draws
+
+    monkeypatch.setattr(sweeper.parallel_coordinate, "parallel_coordinate_figure", broken)
     with caplog.at_level(logging.WARNING, logger="sweeper.report"):
         written = report.family_plots(_study_with([3.0, 2.0, 1.0]), tmp_path)
     assert [p.name for p in written] == ["optimization_history.png", "param_importances.png"]
