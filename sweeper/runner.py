@@ -110,7 +110,8 @@ _LOGGER_NICENESS = 10
 
 
 class SweepInterrupted(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: close runs as KILLED, exit non-zero, resumable."""
+    """SIGINT (Ctrl-C) or SIGTERM while the sweep runs: close runs as KILLED, exit non-zero,
+    resumable."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -184,7 +185,7 @@ def run_sweep(
     threadpoolctl.threadpool_limits(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    with _sigterm_interrupts(), mlflow.start_run() as me:
+    with _interruptible() as interruption, mlflow.start_run() as me:
         client = MlflowClient()
         sweep_study, created = ledger.claim_study(storage, sweep_name, seed=config.seed)
         if created:
@@ -212,7 +213,7 @@ def run_sweep(
             tracker.close_dead_worker_runs(lambda w: ledger.worker_is_dead(w, now, now))
             tracker.reopen(root_run_id)
         _print_links(tracker, out)
-        worker = _Worker(storage, tracker, config, split, dataset, out)
+        worker = _Worker(storage, tracker, config, split, dataset, out, interruption)
         children = _spawn_workers(
             config, sweep_name, me.info.experiment_id, budget_deadline, prestarted
         )
@@ -398,18 +399,46 @@ def run_champion(
     return outcome
 
 
+class _Interruption:
+    """The signal that interrupted the sweep, once one came (see :func:`_interruptible`)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def check(self) -> None:
+        """Raise :class:`SweepInterrupted` again if a signal came: after a trial, whose code
+        may have turned the interruption into an error of its own."""
+        if self.signum is not None:
+            raise SweepInterrupted(self.signum)
+
+
 @contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Turn SIGTERM into :class:`SweepInterrupted` in the main thread while the sweep runs."""
+def _interruptible() -> Iterator[_Interruption]:
+    """Turn SIGTERM, and SIGINT unless it is ignored, into :class:`SweepInterrupted` in the
+    main thread while the sweep runs, and remember that one came.
+
+    The exception is raised wherever the main thread is, and the code there may turn it into
+    an error of its own: Optuna's journal storage, interrupted while a trial wrote a suggested
+    parameter, raised FileNotFoundError from its lock's cleanup; the trial ended as failed,
+    and the sweep went on to register a champion and exit 0 after a SIGTERM. The worker checks
+    after every trial (:meth:`_Interruption.check`).
+    """
+    came = _Interruption()
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        came.signum = signum
         raise SweepInterrupted(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    signums = [signal.SIGTERM]
+    # Python leaves SIGINT ignored in a process started with it ignored (a background job).
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signums.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
     try:
-        yield
+        yield came
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, before in previous.items():
+            signal.signal(signum, signal.SIG_DFL if before is None else before)
 
 
 def library_defaults(family: Family) -> dict[str, Any]:
@@ -439,8 +468,10 @@ class _Worker:
         split: Split,
         dataset: Dataset,
         out: TextIO,
+        interruption: _Interruption,
     ) -> None:
         self.out = out
+        self.interruption = interruption
         self.storage = storage
         self.tracker = tracker
         self.config = config
@@ -531,6 +562,9 @@ class _Worker:
             self.heartbeat.add(trial_id)
             self.current = (work, trial_id)
         state, value = run_trial(trial, work.objective)
+        # An interruption that the trial's code turned into another error (or swallowed)
+        # interrupts here: the trial is failed as interrupted and replaced, not told as failed.
+        self.interruption.check()
         # Tell first, so the next trial's sampler and pruner see this result whatever the
         # tracking store's latency (a seeded sweep runs the same trials with or without
         # tracking); the run is logged in the background. A SIGKILL before it is logged
