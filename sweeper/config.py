@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         "storage": "Optuna storage URL or journal file path; empty = a local journal file",
         "model_name": "registered model name; empty = derived from the data",
         "n_workers": "worker processes on this machine, one estimator thread each (0 = one per core)",
-        "time_budget": "seconds for the whole sweep, shared across families (0 = none)",
+        "time_budget": "seconds from the sweep's start in which trials start, all families together "
+                       "(0 = none); the champion's refit, logging and plots follow",
         "pruning": "stop hopeless trials early: 'wilcoxon' (on the CV folds) or 'none'",
         "verbose": "0 = results only, 1 = progress per family, 2 = also one line per trial",
     }
