@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import signal
 import socket
@@ -85,18 +86,31 @@ def claim_study(
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when another worker (or an earlier attempt) did.
 
-    Returns ``(study, created)``; ``created`` is true for exactly one caller ever.
+    Returns ``(study, created)``; ``created`` is true for exactly one caller ever. The caller
+    that creates the study samples with ``seed`` (so a one-worker sweep is reproducible); one
+    that joins it samples with a seed of its own, :func:`joining_seed`.
     """
-    sampler = optuna.samplers.TPESampler(seed=seed)
     try:
         study = optuna.create_study(
-            storage=storage, study_name=name, direction="minimize", sampler=sampler,
-            pruner=pruner,
+            storage=storage, study_name=name, direction="minimize",
+            sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
         )
         return study, True
     except DuplicatedStudyError:
+        sampler = optuna.samplers.TPESampler(seed=joining_seed(seed))
         study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
         return study, False
+
+
+def joining_seed(seed: int) -> int:
+    """The sampler seed of a worker that joins a study: ``seed`` mixed with this worker's id.
+
+    Workers sampling with one seed suggest the same parameters in the same order (TPE's first
+    trials are random draws): with two workers on 2 cores, 6-7 of a sweep's 250 trials
+    repeated another trial's configuration, most of them in the first trials of a family.
+    """
+    digest = hashlib.sha256(f"{seed}/{worker_id()}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
 
 
 #: User attrs of an :class:`OwnedClaim`'s study: the ``host:pid`` of its owner, and whether

@@ -105,3 +105,27 @@ def test_deferred_signals_deliver_nothing_when_nothing_came() -> None:
     with ledger.deferred_signals():
         pass
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_workers_of_one_study_do_not_suggest_the_same_parameters(
+    storage: optuna.storages.BaseStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With one seed for every worker, the first trials of a study came in equal pairs (TPE
+    # starts with random draws): 6-7 repeated configurations in a 250-trial sweep on 2 cores.
+    def first_x(study: optuna.Study) -> float:
+        return study.ask().suggest_float("x", 0.0, 1.0)
+
+    creator, created = ledger.claim_study(storage, "s", seed=42)
+    joined = []
+    for worker in ("host-a:100", "host-a:101"):
+        monkeypatch.setattr(ledger, "worker_id", lambda worker=worker: worker)
+        study, joined_created = ledger.claim_study(storage, "s", seed=42)
+        assert not joined_created
+        joined.append(first_x(study))
+    assert created
+    # The creator samples with the sweep's seed, as a one-worker sweep always did.
+    alone = first_x(optuna.create_study(sampler=optuna.samplers.TPESampler(seed=42)))
+    assert first_x(creator) == alone
+    assert len({alone, *joined}) == 3
+    # A joining worker's seed is its own, and the same for the same worker and seed.
+    assert ledger.joining_seed(42) == ledger.joining_seed(42) != ledger.joining_seed(43)
