@@ -11,6 +11,13 @@ exports:
     Whether numeric features are standardized before the estimator.
 ``make_estimator(params, *, random_state)``
     Return an unfitted, seeded estimator using one thread unless ``params`` say otherwise.
+
+and may export:
+
+``UNSET_DEFAULTS``
+    For parameters the estimator leaves unset (``None`` in ``get_params()``: the library picks
+    a value when it fits), the value the library documents, so that a family's first trial,
+    its library defaults, is the untuned model (:func:`sweeper.runner.library_defaults`).
 """
 
 from __future__ import annotations
@@ -71,6 +78,12 @@ class Family:
     def scale_numeric(self) -> bool:
         """Whether numeric features are standardized (the module's ``SCALE_NUMERIC``)."""
         return bool(self.module.SCALE_NUMERIC)
+
+    @property
+    def unset_defaults(self) -> Mapping[str, Any]:
+        """What the library uses for parameters the estimator leaves unset (the module's
+        ``UNSET_DEFAULTS``, empty when it has none)."""
+        return MappingProxyType(dict(getattr(self.module, "UNSET_DEFAULTS", {})))
 
     def search_space(self) -> SearchSpace:
         """Load (once) and return this family's validated search space.

@@ -9,6 +9,9 @@ from sklearn.ensemble import RandomForestRegressor
 
 ESTIMATOR = RandomForestRegressor
 SCALE_NUMERIC = False
+#: ``max_samples=None`` draws as many rows as the data has for each tree: a fraction of 1.0.
+#: (``max_depth=None``, unlimited, has no number: a first trial samples it.)
+UNSET_DEFAULTS = {"max_samples": 1.0}
 
 
 def make_estimator(params: Mapping[str, Any], *, random_state: int) -> RandomForestRegressor:

@@ -33,6 +33,7 @@ from mlflow import MlflowClient
 from mlflow.data.http_dataset_source import HTTPDatasetSource
 from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import RunStatus
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
@@ -442,18 +443,44 @@ def _interruptible() -> Iterator[_Interruption]:
 
 
 def library_defaults(family: Family) -> dict[str, Any]:
-    """The estimator's own defaults for the searched parameters its distributions contain:
-    the first trial of every family, so a sweep is never worse than untuned models."""
+    """The estimator's own defaults for its searched parameters: the first trial of every
+    family, so a sweep is never worse than untuned models.
+
+    A parameter the estimator leaves unset (``None``: the library picks a value when it fits)
+    takes the value the library documents (the family's ``UNSET_DEFAULTS``). A default outside
+    the search space takes the nearest value the space allows (no regularization, 0, becomes
+    the 1.0e-8 a log-scaled range starts at); one with no number, such as a forest's
+    unlimited ``max_depth``, is left to the sampler.
+    """
     defaults = family.estimator_class().get_params()
+    for name, value in family.unset_defaults.items():
+        if defaults.get(name) is None:
+            defaults[name] = value
     first: dict[str, Any] = {}
     for name, distribution in family.search_space().searched.items():
-        value = defaults.get(name)
-        try:
-            if value is not None and distribution._contains(distribution.to_internal_repr(value)):
-                first[name] = value
-        except (TypeError, ValueError):
-            continue
+        value = _nearest_allowed(distribution, defaults.get(name))
+        if value is not None:
+            first[name] = value
     return first
+
+
+def _nearest_allowed(distribution: BaseDistribution, value: Any) -> Any:
+    """``value`` if ``distribution`` contains it; for a number outside a numeric range, the
+    nearest bound; else ``None``."""
+    if value is None:
+        return None
+    try:
+        if distribution._contains(distribution.to_internal_repr(value)):
+            return value
+    except (TypeError, ValueError):
+        pass  # not of the distribution's kind, or no value on its scale (0 on a log scale)
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if numeric and isinstance(distribution, (FloatDistribution, IntDistribution)):
+        kind = int if isinstance(distribution, IntDistribution) else float
+        nearest = kind(min(max(value, distribution.low), distribution.high))
+        if distribution._contains(distribution.to_internal_repr(nearest)):
+            return nearest
+    return None
 
 
 class _Worker:

@@ -145,6 +145,33 @@ def test_family_specific_estimator_defaults() -> None:
     ).max_iter == 100
 
 
+#: Searched parameters whose library default has no number in the space (a forest's
+#: ``max_depth=None``, unlimited): the only ones a family's first trial leaves to the sampler.
+_DEFAULT_SAMPLED = {"extra_trees": {"max_depth"}, "random_forest": {"max_depth"}}
+
+
+@families
+def test_the_first_trial_is_the_untuned_model(family: Family) -> None:
+    from sweeper.runner import library_defaults
+
+    first = library_defaults(family)
+    space = family.search_space()
+    assert set(space.searched) - set(first) == _DEFAULT_SAMPLED.get(family.name, set())
+    # UNSET_DEFAULTS name only parameters the estimator leaves for the library to pick.
+    unset = {k for k, v in family.estimator_class().get_params().items() if v is None}
+    assert set(family.unset_defaults) <= unset
+    # Fit with the first trial's values, it predicts what the estimator with nothing set does
+    # (up to the 1.0e-8 that stands for no regularization on a log scale).
+    frame, target = _frame()
+    fixed = dict(space.fixed)
+    untuned = family.build_pipeline(fixed, numeric=NUMERIC, categorical=CATEGORICAL,
+                                    random_state=0)
+    as_first = family.build_pipeline({**fixed, **first}, numeric=NUMERIC,
+                                     categorical=CATEGORICAL, random_state=0)
+    np.testing.assert_allclose(_fit_and_predict(as_first, frame, target),
+                               _fit_and_predict(untuned, frame, target), rtol=1e-6)
+
+
 @families
 @pytest.mark.parametrize("with_missing", [False, True], ids=["complete", "with-missing"])
 def test_pipeline_builds_clones_fits_and_predicts(family: Family, with_missing: bool) -> None:
