@@ -481,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(only) - set(ROWS)
     if unknown:
         parser.error(f"unknown rows: {', '.join(sorted(unknown))}")
+    if args.output is not None and args.output.suffix == ".json":
+        # The raw numbers go beside the markdown, with .json: they would overwrite it.
+        parser.error(f"--output names the markdown file (the JSON is written beside it, as "
+                     f".json), but got {str(args.output)!r}")
     if "serving" in only and "sweep" not in only:
         only.append("sweep")  # serving serves the default sweep's champion
 

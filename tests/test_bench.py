@@ -64,3 +64,17 @@ def test_plot_bench_times_every_family_and_plot(tmp_path: Path) -> None:
     for row in rows[2:]:
         cells = row.strip("| ").split(" | ")
         assert all(float(seconds) > 0 for seconds in cells[2:]), row
+
+
+def test_an_output_that_would_be_overwritten_by_the_json_is_refused(tmp_path: Path) -> None:
+    # The markdown went to results.json, then the raw numbers overwrote it.
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--output",
+         str(tmp_path / "results.json")],
+        capture_output=True, text=True, env=subprocess_env(), timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "run.py: error: --output names the markdown file (the JSON is written beside it, as "
+        f".json), but got {str(tmp_path / 'results.json')!r}")
+    assert list(tmp_path.iterdir()) == []
