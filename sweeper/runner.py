@@ -415,8 +415,9 @@ class _Interruption:
 
 @contextmanager
 def _interruptible() -> Iterator[_Interruption]:
-    """Turn SIGTERM, and SIGINT unless it is ignored, into :class:`SweepInterrupted` in the
-    main thread while the sweep runs, and remember that one came.
+    """Turn SIGTERM, and SIGINT where Python's own handler has it (not where it is ignored,
+    as in a background job), into :class:`SweepInterrupted` in the main thread while the
+    sweep runs, and remember that one came.
 
     The exception is raised wherever the main thread is, and the code there may turn it into
     an error of its own: Optuna's journal storage, interrupted while a trial wrote a suggested
