@@ -26,6 +26,7 @@ import optuna
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from sweeper import objective as attrs
@@ -502,10 +503,6 @@ def ensure_experiment() -> None:
             time.sleep(0.2)  # another worker created it first: look it up again
 
 
-#: URI schemes of the tracking stores MLflow keeps in a database (SQLAlchemy), driver aside.
-_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
-
-
 def import_tracking_store(uri: str | None = None) -> None:
     """Import the code of the tracking store at ``uri`` (default: MLflow's tracking URI)
     without opening it. A database store is MLflow's SQLAlchemy store: 1.2-1.4 s of CPU on
@@ -513,7 +510,8 @@ def import_tracking_store(uri: str | None = None) -> None:
     worker imports it while it waits for work. Opening the store, which may create it, is
     left to :func:`init_tracking_store` and its lock. Other stores import nothing here."""
     uri = uri or mlflow.get_tracking_uri()
-    if urllib.parse.urlparse(uri).scheme.split("+")[0] in _DATABASE_SCHEMES:
+    # The schemes MLflow itself gives its SQLAlchemy store (a driver after "+" aside).
+    if urllib.parse.urlparse(uri).scheme.split("+")[0] in DATABASE_ENGINES:
         importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
 
 

@@ -110,7 +110,6 @@ def test_sweep_py_without_work_exits_0_once_imported(tmp_path: Path) -> None:
     assert (worker.returncode, worker.stdout, worker.stderr) == (0, b"", b"")
 
 
-
 #: Prints which of the modules only some processes need a fresh interpreter has imported.
 _PRINT_LOADED = (
     'print(json.dumps({m: m in sys.modules for m in ("skops.io", "matplotlib")}))'
