@@ -41,6 +41,11 @@ def test_bench_smoke_runs_every_row(tmp_path: Path) -> None:
         assert "FAILED" not in matching[0], matching[0]
     assert "FAILED" not in text, text
     assert "Serving (" in text and "rows/s" in text, text
+    # Single rows timed from both clients, and the handler's time without the server.
+    assert re.search(r"requests from `http.client` .*: p50 [\d.]+ ms, p99 [\d.]+ ms.* from "
+                     r"`requests.Session`, in alternating rounds: p50 [\d.]+ ms", text), text
+    assert re.search(r"MLflow's request handler [\d.]+ ms for one row.* the served model's "
+                     r"own predict [\d.]+ ms", text), text
     assert "| 1. tracking overhead on SQLite" in text and "n/a (smoke)" in text, text
     # Trial runs logged to the bench's server both ways (kept-alive and a connection each).
     assert re.search(r"Trial-run logging to the same `mlflow server`.* kept-alive connections "
@@ -64,6 +69,27 @@ def test_plot_bench_times_every_family_and_plot(tmp_path: Path) -> None:
     for row in rows[2:]:
         cells = row.strip("| ").split(" | ")
         assert all(float(seconds) > 0 for seconds in cells[2:]), row
+
+
+def test_serving_bench_times_every_familys_largest_model(tmp_path: Path) -> None:
+    from objectives import FAMILIES
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "serving_families.py"), "--repeats", "3"],
+        cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == ("| family | largest model | served model (ms) | fitted pipeline (ms) | "
+                       "ratio |")
+    assert [row.split(" | ")[0][2:] for row in rows[2:]] == list(FAMILIES)
+    for row in rows[2:]:
+        served, pipeline = (float(cell) for cell in row.strip("| ").split(" | ")[2:4])
+        assert served > 0 and pipeline > 0, row
+    # At the top of the search space: its upper bounds, not the library defaults.
+    searched = FAMILIES["random_forest"].search_space().searched
+    assert (f"| random_forest | n_estimators={searched['n_estimators'].high}, "
+            f"max_depth={searched['max_depth'].high},") in done.stdout
 
 
 def test_an_output_that_would_be_overwritten_by_the_json_is_refused(tmp_path: Path) -> None:

@@ -366,3 +366,116 @@ def test_small_requests_are_predicted_in_one_openmp_thread(
     assert after == default  # the limit is lifted after the request
     _same(got_small, pipeline.predict(small))
     _same(got_large, pipeline.predict(large))
+
+
+#: Families whose estimator is a tree ensemble: small requests walk its trees (serving._Trees).
+TREE_FAMILIES = {"random_forest", "extra_trees", "hist_gradient_boosting", "xgboost"}
+
+
+def _walked_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of rows of every tree walk from now on."""
+    walked: list[int] = []
+    leaf_values = serving._Trees.leaf_values
+
+    def spy(self: serving._Trees, X: np.ndarray) -> np.ndarray:
+        walked.append(len(X))
+        return leaf_values(self, X)
+
+    monkeypatch.setattr(serving._Trees, "leaf_values", spy)
+    return walked
+
+
+def test_tree_families_are_families() -> None:
+    assert TREE_FAMILIES <= set(FAMILIES)
+
+
+@families
+def test_small_requests_predict_exactly_what_the_pipeline_predicts(
+    family: Family, insurance: tuple[pd.DataFrame, pd.Series], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    X, y = insurance
+    # The library defaults: forests grown to their full depth (the deepest trees of a sweep).
+    pipeline = _fit(family, X, y)
+    rows = _hard_rows(X)
+    fast = compile_pipeline(pipeline)
+    walked = _walked_rows(monkeypatch)
+    size = serving.WALK_ROWS
+    requests = [rows.iloc[start : start + size] for start in range(0, len(rows), size)]
+    # Single rows: held-out ones, and each with missing cells or unseen categories (the last 7).
+    requests += [rows.iloc[[i]] for i in [*range(20), *range(len(rows) - 7, len(rows))]]
+    for request in requests:
+        _same(fast(request), pipeline.predict(request))
+    assert walked == ([len(r) for r in requests] if family.name in TREE_FAMILIES else [])
+    # One row more than a walk takes: the library's own predict.
+    walked.clear()
+    _same(fast(rows.iloc[: size + 1]), pipeline.predict(rows.iloc[: size + 1]))
+    assert walked == []
+
+
+def test_a_tree_walk_that_disagrees_is_not_used(
+    insurance: tuple[pd.DataFrame, pd.Series], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The check at load predicts each check row alone too, which is what a walk serves.
+    X, y = insurance
+    pipeline = _forest_pipeline(X, y)
+    monkeypatch.setattr(serving._Trees, "leaf_values",
+                        lambda self, rows: np.zeros((len(rows), len(self))))
+    rows = check_rows(X)
+    served = ServedPipeline(pipeline, rows)
+    worst = float(abs(pipeline.predict(rows.iloc[[0]])[0]))
+    assert served.fallback_reason == (
+        f"the compiled pipeline disagrees with the pipeline (max |diff| {worst})"
+    )
+    assert served.fast is None
+
+
+def _hgb_categorical(X: pd.DataFrame, y: pd.Series) -> Pipeline:
+    pipeline = _fit(FAMILIES["hist_gradient_boosting"], X, y)
+    return pipeline.set_params(model__categorical_features=[0]).fit(X, y)  # age, 18-64
+
+
+def _xgboost(**params: Any) -> Callable[[pd.DataFrame, pd.Series], Pipeline]:
+    def fit(X: pd.DataFrame, y: pd.Series) -> Pipeline:
+        return _fit(FAMILIES["xgboost"], X, y).set_params(
+            **{f"model__{k}": v for k, v in params.items()}).fit(X, y)
+
+    return fit
+
+
+# (id, a fitted pipeline whose estimator's settings the walk does not cover, the debug reason)
+LIBRARY_PREDICT: list[tuple[str, Callable[[pd.DataFrame, pd.Series], Pipeline], str]] = [
+    ("hgb-categorical", _hgb_categorical,
+     "HistGradientBoostingRegressor with categorical features"),
+    ("xgboost-dart", _xgboost(booster="dart", n_estimators=20),
+     "XGBRegressor with booster 'dart' and 'reg:squarederror'"),
+    ("xgboost-gamma", _xgboost(objective="reg:gamma", n_estimators=20),
+     "XGBRegressor with booster 'gbtree' and 'reg:gamma'"),
+    ("xgboost-missing-zero", _xgboost(missing=0.0, n_estimators=20),
+     "XGBRegressor with several targets or another missing value"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [(m, r) for _, m, r in LIBRARY_PREDICT],
+    ids=[i for i, _, _ in LIBRARY_PREDICT],
+)
+def test_what_the_walk_does_not_cover_is_predicted_by_the_estimator(
+    make: Callable[[pd.DataFrame, pd.Series], Pipeline],
+    reason: str,
+    insurance: tuple[pd.DataFrame, pd.Series],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    X, y = insurance
+    pipeline = make(X, y)
+    with caplog.at_level(logging.DEBUG, logger=serving.__name__):
+        served = ServedPipeline(pipeline, check_rows(X))
+    assert f"{reason}: its own predict is served" in caplog.messages
+    # Still the compiled preprocessing, and still the pipeline's predictions.
+    assert (served.fast is not None, served.fallback_reason) == (True, "")
+    walked = _walked_rows(monkeypatch)
+    rows = _hard_rows(X)
+    for i in range(3):
+        _same(served.predict(rows.iloc[[i]]), pipeline.predict(rows.iloc[[i]]))
+    assert walked == []
