@@ -1,14 +1,17 @@
 """Model logging's warm-up (:func:`sweeper.champion.warm_up_model_logging`): a head start that
-must never fail a sweep, built here or in a helper process and adopted here."""
+must never fail a sweep, built here or in a helper process and adopted here; and the logged
+model's pinned requirements."""
 
 from __future__ import annotations
 
 import logging
+from importlib.metadata import version
 
 import pytest
 from mlflow.utils import requirements_utils
 
-from sweeper.champion import adopt_warm_up, warm_up_model_logging
+from objectives import FAMILIES, Family
+from sweeper.champion import adopt_warm_up, pip_requirements, warm_up_model_logging
 
 
 def test_warm_up_builds_mlflows_package_map(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,3 +63,20 @@ def test_without_mlflows_package_map_the_warm_up_does_nothing(
 ) -> None:
     monkeypatch.delattr(requirements_utils, "_init_modules_to_packages_map")
     assert warm_up_model_logging() is None
+
+
+
+@pytest.mark.parametrize("family", list(FAMILIES.values()), ids=list(FAMILIES))
+def test_pip_requirements_pin_the_stack_the_familys_library_and_uvicorns_speedups(
+    family: Family,
+) -> None:
+    pipeline = family.build_pipeline({}, numeric=["age"], categorical=["sex"], random_state=0)
+    stack = ["mlflow", "scikit-learn", "pandas", "numpy", "scipy", "skops"]
+    # A family's estimator from another library than scikit-learn adds that library.
+    library = type(pipeline.steps[-1][1]).__module__.split(".")[0]
+    extra = [] if library == "sklearn" else [library]
+    assert pip_requirements(pipeline) == [
+        *(f"{name}=={version(name)}" for name in stack + extra),
+        f"httptools=={version('httptools')}",
+        f'uvloop=={version("uvloop")}; sys_platform != "win32"',
+    ]

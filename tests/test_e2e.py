@@ -186,9 +186,9 @@ def test_logged_model_has_signature_example_requirements_skops_and_fast_path(
     inputs = {c.name for c in info.signature.inputs.inputs}
     assert inputs == {"age", "sex", "bmi", "children", "smoker", "region"}
     local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(sweep.tmp / "model")))
-    requirements = (local / "requirements.txt").read_text().split()
+    requirements = (local / "requirements.txt").read_text().splitlines()
     names = {r.split("==")[0].lower() for r in requirements}
-    assert {"mlflow", "scikit-learn", "pandas", "skops"} <= names
+    assert {"mlflow", "scikit-learn", "pandas", "skops", "httptools", "uvloop"} <= names
     assert "pytest" not in names and "requests" not in names
     assert all("==" in r for r in requirements)
     flavor = info.flavors["sklearn"]

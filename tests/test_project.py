@@ -12,7 +12,8 @@ from sweeper.config import SweepConfig, build_parser
 
 MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())
 CONDA = yaml.safe_load((ROOT / "conda.yaml").read_text())
-_PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;#]+)$")
+# name==version, optionally with an environment marker: `uvloop==0.23.0; sys_platform != "win32"`.
+_PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;#]+)(\s*;\s*[^#]+)?$")
 
 
 def _pins(lines: list[str]) -> dict[str, str]:
