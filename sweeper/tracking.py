@@ -275,12 +275,20 @@ class SweepTracker:
             metrics.append(Metric("best_trial", float(best.number), now, 0))
         self.client.log_batch(family_run_id, metrics=metrics, tags=tags)
         if best is not None:
+            params = params_of(config)
             try:
-                self.client.log_batch(family_run_id, params=params_of(config))
+                self.client.log_batch(family_run_id, params=params)
             except MlflowException:
-                # MLflow params are immutable: when a resumed study found a better trial, the
-                # run keeps the first best's params and the tags above carry the current one.
-                _logger.warning("family run %s keeps its earlier best params", family_run_id)
+                # Every worker of a family finishes it, often at the same moment: MLflow's SQL
+                # store looks for a param, then inserts it, so of two workers logging the
+                # same params the later insert can fail (a UNIQUE constraint) although both
+                # logged the same values. Only params that differ are worth a warning.
+                logged = self.client.get_run(family_run_id).data.params
+                if any(logged.get(param.key) != param.value for param in params):
+                    # MLflow params are immutable: when a resumed study found a better trial,
+                    # the run keeps the first best's params and the tags above carry it.
+                    _logger.warning("family run %s keeps its earlier best params",
+                                    family_run_id)
         status = RunStatus.FAILED if best is None else RunStatus.FINISHED
         self.client.set_terminated(family_run_id, status=RunStatus.to_string(status))
 
