@@ -57,8 +57,9 @@ CHECK_FILE = "check_rows.json"
 #: Requests with fewer rows are predicted in one OpenMP thread (see ServedPipeline.predict).
 ONE_THREAD_ROWS = 2_000
 #: Requests with at most this many rows walk a tree ensemble's trees all at once (see _Trees);
-#: larger ones go through the library's predict, one tree at a time. The crossover measured on
-#: this project's machine: 30-60 rows for 300-500 deep trees, a few hundred for shallow ones.
+#: larger ones go through the library's predict, one tree at a time. Where walking stops paying,
+#: measured on this project's machine: about 30 rows for 300-500 trees 20-28 deep, over 250
+#: rows for 100 trees 6 deep.
 WALK_ROWS = 16
 
 #: One compiled step: a 2-D array in, a 2-D array out.
