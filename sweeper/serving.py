@@ -337,8 +337,7 @@ def _compile_forest(model: Any) -> Callable[[np.ndarray], np.ndarray]:
         # float32 features, tree outputs summed in order into float64, then averaged.
         X = np.ascontiguousarray(features, dtype=np.float32)
         if len(X) <= WALK_ROWS:
-            # cumsum adds in tree order, one tree at a time, as ForestRegressor does.
-            total = np.cumsum(walk.leaf_values(X), axis=1)[:, -1]
+            total = _added_in_order(0.0, walk.leaf_values(X), np.float64)
         else:
             total = np.zeros(X.shape[0], dtype=np.float64)
             for tree in trees:
@@ -371,16 +370,14 @@ def _compile_hist_gradient_boosting(model: HistGradientBoostingRegressor) -> _St
         ],
         go_left=np.less_equal,
     )
-    start = baseline.reshape(1, 1)
+    start = float(baseline.item())
 
     def boosting(features: np.ndarray) -> np.ndarray:
         if len(features) > WALK_ROWS:
             return model.predict(features)
         X = np.ascontiguousarray(features, dtype=np.float64)
-        leaves = walk.leaf_values(X)
         # The baseline, then every iteration's tree added in order (as _raw_predict does).
-        raw = np.cumsum(np.hstack([np.repeat(start, len(X), axis=0), leaves]), axis=1)[:, -1]
-        return inverse_link(raw)
+        return inverse_link(_added_in_order(start, walk.leaf_values(X), np.float64))
 
     return boosting
 
@@ -419,12 +416,18 @@ def _compile_xgboost(model: Any) -> _Step:
         if len(features) > WALK_ROWS:
             return model.predict(features)
         X = np.ascontiguousarray(features, dtype=np.float32)
-        leaves = walk.leaf_values(X)
         # The base score, then each tree added in order, in float32 (XGBoost's CPU predictor).
-        start = np.full((len(X), 1), base_score, dtype=np.float32)
-        return np.cumsum(np.hstack([start, leaves]), axis=1, dtype=np.float32)[:, -1]
+        return _added_in_order(base_score, walk.leaf_values(X), np.float32)
 
     return xgboost
+
+
+def _added_in_order(start: float, leaves: np.ndarray, dtype: Any) -> np.ndarray:
+    """``start`` plus each row's leaf values, added one tree at a time in tree order and rounded
+    to ``dtype`` after each addition, as the libraries add them (``cumsum`` is sequential;
+    ``sum`` adds pairwise, which rounds differently)."""
+    first = np.full((len(leaves), 1), start, dtype=dtype)
+    return np.cumsum(np.hstack([first, leaves]), axis=1, dtype=dtype)[:, -1]
 
 
 def _is_nan(value: Any) -> bool:
