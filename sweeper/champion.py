@@ -49,8 +49,8 @@ _DATA_DIR = "model_data"
 #: What serving any champion needs, whatever its family.
 _BASE_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "skops")
 #: uvicorn's event loop and HTTP parser, with the platforms they install on: ``mlflow models
-#: serve`` (uvicorn) uses them when installed, for about 0.5-1 ms less per single-row request
-#: (bench/run.py's serving row). Required where this environment has them.
+#: serve`` (uvicorn) uses them when installed (0.5-1 ms less per single-row request, measured
+#: side by side outside bench/). Required where this environment has them.
 _SERVING_REQUIREMENTS = (("httptools", ""), ("uvloop", '; sys_platform != "win32"'))
 
 
