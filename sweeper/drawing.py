@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import shutil
 import signal
@@ -77,12 +79,15 @@ class Drawer:
         self.processes = max(1, processes)
         self.spare_core = spare_core
         self._pool: ProcessPoolExecutor | None = None
-        self._dir = Path(tempfile.mkdtemp(prefix="sweep-drawing-"))
+        self._dir: Path | None = None
         self._families: dict[str, _FamilyDrawing] = {}
 
     @property
     def directory(self) -> Path:
-        """Where the helpers write (removed by :meth:`close`)."""
+        """Where the helpers write (made on first use; removed by :meth:`close`, or by the
+        helpers if the sweep dies without closing)."""
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="sweep-drawing-"))
         return self._dir
 
     def start(self) -> ProcessPoolExecutor:
@@ -99,7 +104,7 @@ class Drawer:
                 self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_helper,
-                initargs=(self.storage, self.spare_core, os.getpid()),
+                initargs=(self.storage, self.spare_core, os.getpid(), str(self.directory)),
             )
             # The executor starts a helper per submission while none is idle: start them all
             # now, so that their imports overlap the trials.
@@ -113,7 +118,7 @@ class Drawer:
         draw a family's plots side by side (the last family's are waited for at the end)."""
         from sweeper.report import FAMILY_PLOTS
 
-        out_dir = str(self._dir / study_name)
+        out_dir = str(self.directory / study_name)
         self._families[study_name] = _FamilyDrawing(FAMILY_PLOTS, tuple(
             self.submit(_draw_family, self.storage, study_name, out_dir, plot)
             for plot in FAMILY_PLOTS
@@ -137,7 +142,7 @@ class Drawer:
         to tens of MB."""
         return self.submit(
             _draw_champion, family, dict(config), split, numeric=list(numeric),
-            categorical=list(categorical), seed=seed, out_dir=str(self._dir / "figures"),
+            categorical=list(categorical), seed=seed, out_dir=str(self.directory / "figures"),
         )
 
     def prefetch(self, n_trials: Mapping[str, int]) -> None:
@@ -213,7 +218,9 @@ class Drawer:
         if self._pool is not None:
             _terminate(self._pool)
             self._pool = None
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:
@@ -235,14 +242,23 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
 # ----------------------------------------------------------------------------------------------
 
 _storages: dict[str, Any] = {}
+#: The signal a helper gets when the sweep that started it dies (see _init_helper).
+_SWEEP_DIED = signal.SIGUSR1
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _init_helper(storage: str, spare_core: bool, parent: int) -> None:
+def _init_helper(storage: str, spare_core: bool, parent: int, directory: str) -> None:
     # Ctrl-C reaches the whole process group: the sweep decides what happens, not the helper
-    # (which would print a traceback). And a helper dies with the sweep, even by SIGKILL.
+    # (which would print a traceback). And a helper dies with the sweep, even by SIGKILL: then
+    # it removes the drawing directory, which the sweep had no chance to. The sweep's death
+    # has a signal of its own, not the SIGTERM that Drawer.close sends: the kernel sends it
+    # while the sweep is still exiting (its pid can still be the helper's parent then). When
+    # the helper's job queue closes first, it ends through multiprocessing's exit path, where
+    # the finalizer sees that the sweep is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent(parent)
+    signal.signal(_SWEEP_DIED, functools.partial(_sweep_died, directory))
+    multiprocessing.util.Finalize(None, _remove_if_orphaned, (parent, directory), exitpriority=0)
+    die_with_parent(parent, _SWEEP_DIED)
     # One thread per helper, as in the workers. The report predicts with the champion, and a
     # HistGradientBoosting model predicts with an OpenMP thread per core: at the lowest
     # priority beside a busy core, those threads wait for each other and a report took 67 s
@@ -268,6 +284,21 @@ def _init_helper(storage: str, spare_core: bool, parent: int) -> None:
     _open(storage)
     if not spare_core:
         os.nice(19)
+
+
+def _remove_if_orphaned(parent: int, directory: str) -> None:
+    """At a helper's exit: remove the drawing directory if the sweep (``parent``) is gone, else
+    it is the sweep's to remove (:meth:`Drawer.close`)."""
+    if os.getppid() != parent:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _sweep_died(directory: str, signum: int, frame: object) -> None:
+    """The helper's signal that the sweep died: remove the drawing directory, then die of
+    SIGTERM, as the helper did before it cleaned up."""
+    shutil.rmtree(directory, ignore_errors=True)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _open(storage: str) -> Any:

@@ -24,21 +24,22 @@ _NOT_INHERITED = (
 )
 
 
-def die_with_parent(parent: int | None = None) -> None:
-    """In a child process: get SIGTERM when the parent dies, even by SIGKILL (Linux; a no-op
-    elsewhere), so that killing a sweep's command stops every process it started.
+def die_with_parent(parent: int | None = None, signum: int = signal.SIGTERM) -> None:
+    """In a child process: get ``signum`` (SIGTERM unless told) when the parent dies, even by
+    SIGKILL (Linux; a no-op elsewhere), so that killing a sweep's command stops every process
+    it started.
 
     ``parent`` is the pid of the process that started this one: if it died before this call
-    (a spawned helper takes a moment to get here), this process gets its SIGTERM now, where
+    (a spawned helper takes a moment to get here), this process gets the signal now, where
     the kernel would never send it and the helper would outlive the sweep.
     """
     if sys.platform.startswith("linux"):
         import ctypes
 
         pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signum)
     if parent is not None and os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
 
 
 def lowered_priority(niceness: int, parent: int, module: str, function: str, *args: Any) -> None:

@@ -32,6 +32,15 @@ def insurance_csv() -> Path:
     return path
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (a zombie, dead but not yet reaped, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for child processes (:func:`sweeper.processes.child_env`)."""
     return child_env(**extra)

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +17,7 @@ import pytest
 import threadpoolctl
 from optuna.distributions import FloatDistribution, IntDistribution
 
+from conftest import process_alive
 from sweeper.drawing import Drawer
 from sweeper.report import FAMILY_PLOTS
 from sweeper.study import open_storage
@@ -165,6 +170,49 @@ def test_helpers_run_at_the_lowest_priority_and_close_cleans_up(drawer: Drawer) 
     drawer.close()
     assert not directory.exists()
     assert drawer._pool is None
+
+
+def test_the_directory_is_made_only_when_needed(storage: str) -> None:
+    # A sweep killed before it draws anything leaves no directory behind.
+    drawer = Drawer(storage, processes=1)
+    try:
+        assert drawer._dir is None
+        directory = drawer.directory
+        assert directory.is_dir() and drawer.directory == directory
+    finally:
+        drawer.close()
+    assert not directory.exists()
+
+
+#: A sweep's process in short: a drawer with a helper running and a file in its directory.
+_HOLDER = """
+import os, sys, time
+from sweeper.drawing import Drawer
+drawer = Drawer(sys.argv[1], processes=1)
+helper = drawer.start().submit(os.getpid).result()
+(drawer.directory / "s.family").mkdir()
+print(helper, drawer.directory, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_sweep_killed_by_sigkill_leaves_no_drawing_directory(storage: str) -> None:
+    # The sweep cannot clean up after a SIGKILL; its helpers get a signal when it dies
+    # (sweeper.processes.die_with_parent), remove the directory, and die.
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, storage], stdout=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).parents[1])
+    try:
+        helper, path = holder.stdout.readline().split()
+        directory = Path(path)
+        assert (directory / "s.family").is_dir()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    deadline = time.monotonic() + 30
+    while (directory.exists() or process_alive(int(helper))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not directory.exists()
+    assert not process_alive(int(helper)), "the helper outlived the sweep"
 
 
 def test_helpers_import_the_drawing_once_at_start(drawer: Drawer) -> None:

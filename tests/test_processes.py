@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import process_alive
 from sweeper.processes import lowered_priority
 
 
@@ -66,14 +67,6 @@ def test_a_helper_dies_with_a_sweep_killed_while_it_was_starting(tmp_path: Path)
     parent.send_signal(signal.SIGKILL)  # before the helper got to its initializer
     parent.wait()
     deadline = time.monotonic() + 30
-    while _alive(helper) and time.monotonic() < deadline:
+    while process_alive(helper) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _alive(helper), "the helper outlived the sweep that started it"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not process_alive(helper), "the helper outlived the sweep that started it"
