@@ -222,11 +222,18 @@ def _run_our_sweep(spec: dict[str, Any], config: Any, prestarted: Any) -> dict[s
     from sweeper.study import open_storage
 
     storage = open_storage(config.storage)
-    trials = {}
+    trials, trial_seconds = {}, {}
     for r in outcome.results:
         study = optuna.load_study(storage=storage, study_name=r.study_name)
         trials[r.family] = [
             [t.number, t.state.name, t.value] for t in study.get_trials(deepcopy=False)
+        ]
+        # Each trial's own time (start to end, as Optuna recorded it), to tell apart in the
+        # tracking rows what tracking adds to the trials from what it adds between them.
+        trial_seconds[r.family] = [
+            [t.number, (t.datetime_complete - t.datetime_start).total_seconds()]
+            for t in study.get_trials(deepcopy=False)
+            if t.datetime_start is not None and t.datetime_complete is not None
         ]
     return {
         "seconds": seconds,
@@ -241,6 +248,7 @@ def _run_our_sweep(spec: dict[str, Any], config: Any, prestarted: Any) -> dict[s
         "phases": {**phases, **{f"sweep.{k}": v for k, v in outcome.timings.items()}},
         "store_init_seconds": store_init,
         "trial_values": trials,
+        "trial_seconds": trial_seconds,
         "report": out.getvalue(),
     }
 

@@ -44,39 +44,40 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     values = random.Random(0)
-    out = Path(tempfile.mkdtemp(prefix="bench-plots-"))
+    with tempfile.TemporaryDirectory(prefix="bench-plots-") as scratch:
+        out = Path(scratch)
 
-    def optunas(study: optuna.Study) -> None:
-        ax = optuna_mpl.plot_parallel_coordinate(study, target_name="CV rmse")
-        ax.figure.savefig(out / "optuna.png", dpi=report._DPI, bbox_inches="tight")
-        plt.close(ax.figure)
+        def optunas(study: optuna.Study) -> None:
+            ax = optuna_mpl.plot_parallel_coordinate(study, target_name="CV rmse")
+            ax.figure.savefig(out / "optuna.png", dpi=report._DPI, bbox_inches="tight")
+            plt.close(ax.figure)
 
-    def ours(study: optuna.Study, plot: str) -> None:
-        report.family_plots(study, out, only=(plot,))
+        def ours(study: optuna.Study, plot: str) -> None:
+            report.family_plots(study, out, only=(plot,))
 
-    rows = []
-    for name, family in FAMILIES.items():
-        space = family.search_space()
-        study = optuna.create_study(study_name=name, sampler=optuna.samplers.RandomSampler(0))
-        for _ in range(args.trials):
-            trial = study.ask()
-            space.suggest(trial)
-            study.tell(trial, 4_500.0 + 500.0 * values.random())
-        kinds = {
-            "Optuna's parallel coordinate": lambda s=study: optunas(s),
-            **{plot: (lambda s=study, p=plot: ours(s, p)) for plot in report.FAMILY_PLOTS},
-        }
-        for draw in kinds.values():  # warm-up: fonts, caches
-            draw()
-        timings = {}
-        for kind, draw in kinds.items():
-            seconds = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
+        rows = []
+        for name, family in FAMILIES.items():
+            space = family.search_space()
+            study = optuna.create_study(study_name=name, sampler=optuna.samplers.RandomSampler(0))
+            for _ in range(args.trials):
+                trial = study.ask()
+                space.suggest(trial)
+                study.tell(trial, 4_500.0 + 500.0 * values.random())
+            kinds = {
+                "Optuna's parallel coordinate": lambda s=study: optunas(s),
+                **{plot: (lambda s=study, p=plot: ours(s, p)) for plot in report.FAMILY_PLOTS},
+            }
+            for draw in kinds.values():  # warm-up: fonts, caches
                 draw()
-                seconds.append(time.perf_counter() - start)
-            timings[kind] = statistics.median(seconds)
-        rows.append((name, len(space.searched), timings))
+            timings = {}
+            for kind, draw in kinds.items():
+                seconds = []
+                for _ in range(args.repeats):
+                    start = time.perf_counter()
+                    draw()
+                    seconds.append(time.perf_counter() - start)
+                timings[kind] = statistics.median(seconds)
+            rows.append((name, len(space.searched), timings))
 
     kinds = list(rows[0][2])
     print(f"Median seconds per plot, {args.trials} trials, {args.repeats} repeats "

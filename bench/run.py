@@ -197,7 +197,8 @@ def tracking_rows(size: dict[str, Any], tmp: Path) -> tuple[list[Result], dict[s
         chosen = sorted(results, key=lambda r: r.get("seconds"))[len(results) // 2]
         data = dict(chosen.data)
         data.update(seconds=median, all_seconds=seconds,
-                    all_trials=[r.get("trial_values") for r in results])
+                    all_trials=[r.get("trial_values") for r in results],
+                    all_trial_seconds=[r.get("trial_seconds") for r in results])
         merged.append(Result(f"tracking_{variant}", labels[variant], data,
                              process_seconds=statistics.median(r.process_seconds for r in results)))
     return merged, log_rows
@@ -457,6 +458,52 @@ def _loop_seconds(result: Result) -> float:
     return float(phases.get("sweep.trials", result.get("seconds")))
 
 
+def overhead_split(tracked: Result, untracked: Result) -> list[tuple[float, float, float]]:
+    """Where a tracked sweep's extra wall time went, repeat by repeat against the untracked
+    repeat run just before it: ``(trials' own time ratio, median trial's ratio, extra seconds
+    outside the trials)``. The same trials (same numbers, same parameters) are paired, so the
+    first two say whether the trials themselves ran slower beside tracking (the work tracking
+    adds on the other cores), the third what tracking added to the sweep around them
+    (set-up, between trials, the champion's logging, waiting for plots)."""
+    out = []
+    pairs = zip(tracked.get("all_seconds") or [], untracked.get("all_seconds") or [],
+                tracked.get("all_trial_seconds") or [], untracked.get("all_trial_seconds") or [],
+                strict=False)
+    for t_wall, u_wall, t_trials, u_trials in pairs:
+        t = {(f, n): s for f, rows in (t_trials or {}).items() for n, s in rows}
+        u = {(f, n): s for f, rows in (u_trials or {}).items() for n, s in rows}
+        common = [k for k in t if k in u and u[k] > 0]
+        if not common:
+            continue
+        ratio = sum(t[k] for k in common) / sum(u[k] for k in common)
+        median = statistics.median(t[k] / u[k] for k in common)
+        outside = (t_wall - sum(t.values())) - (u_wall - sum(u.values()))
+        out.append((ratio, median, outside))
+    return out
+
+
+def split_text(by: dict[str, Result]) -> list[str]:
+    """The tracking rows' overhead split into the trials' own time and the rest."""
+    none = by.get("tracking_none")
+    lines = []
+    for variant, name in (("sqlite", "SQLite"), ("http", "HTTP")):
+        tracked = by.get(f"tracking_{variant}")
+        if none is None or tracked is None or not (none.ok and tracked.ok):
+            continue
+        split = overhead_split(tracked, none)
+        if split:
+            lines.append(
+                f"- {name}: the trials' own time {', '.join(f'{r:.3f}×' for r, _, _ in split)} "
+                f"(median trial {', '.join(f'{m:.3f}×' for _, m, _ in split)}); outside the "
+                f"trials {', '.join(f'{o:+.1f} s' for _, _, o in split)}.")
+    if not lines:
+        return []
+    return ["Tracking overhead split, repeat by repeat (each tracked repeat against the "
+            "untracked one just before it, the same trials paired by number): how much longer "
+            "the trials themselves took beside tracking, and the extra time outside them.",
+            "", *lines, ""]
+
+
 def logging_text(log_rows: dict[str, Result]) -> list[str]:
     """The trial-run logging rows: per-run latency to the bench's `mlflow server`."""
     if not log_rows:
@@ -626,12 +673,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{size['tracking_trials']} trials × {size['tracking_families']} families, 1 worker, "
             f"median of {size['repeats']} interleaved repeats.")
     text = "\n".join([head, "", table(results), "", *targets(by, serving, args.smoke), "",
-                      *logging_text(log_rows), *serving_text(serving)]) + "\n"
+                      *split_text(by), *logging_text(log_rows), *serving_text(serving)]) + "\n"
     print(text)
     output = args.output or (None if args.smoke else RESULTS)
     if output is not None:
         output.write_text(text)
-        raw = {r.key: {**{k: v for k, v in r.data.items() if k not in ("trial_values", "all_trials")},
+        bulky = ("trial_values", "all_trials", "trial_seconds", "all_trial_seconds")
+        raw = {r.key: {**{k: v for k, v in r.data.items() if k not in bulky},
                        "error": r.error, "process_seconds": r.process_seconds}
                for r in [*results, *log_rows.values()]}
         output.with_suffix(".json").write_text(json.dumps({"rows": raw, "serving": serving},

@@ -3,6 +3,7 @@ the table. It asserts nothing about speed."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -47,6 +48,10 @@ def test_bench_smoke_runs_every_row(tmp_path: Path) -> None:
     assert re.search(r"MLflow's request handler [\d.]+ ms for one row.* the served model's "
                      r"own predict [\d.]+ ms", text), text
     assert "| 1. tracking overhead on SQLite" in text and "n/a (smoke)" in text, text
+    # The overhead split into the trials' own time and the rest, for both stores.
+    for store in ("SQLite", "HTTP"):
+        assert re.search(rf"- {store}: the trials' own time [\d.]+× \(median trial [\d.]+×\); "
+                         r"outside the trials [+-][\d.]+ s\.", text), text
     # Trial runs logged to the bench's server both ways (kept-alive and a connection each).
     assert re.search(r"Trial-run logging to the same `mlflow server`.* kept-alive connections "
                      r"\(MLflow's default\) [\d.]+ ms per run .* a connection per request", text), text
@@ -55,11 +60,15 @@ def test_bench_smoke_runs_every_row(tmp_path: Path) -> None:
 def test_plot_bench_times_every_family_and_plot(tmp_path: Path) -> None:
     from objectives import FAMILIES
 
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "plots.py"), "--trials", "3", "--repeats", "1"],
-        cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600,
+        cwd=tmp_path, env=subprocess_env(TMPDIR=str(scratch)), capture_output=True, text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert list(scratch.iterdir()) == []  # its drawings are removed
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert rows[0] == (
         "| family | searched | Optuna's parallel coordinate | optimization_history.png | "
@@ -90,6 +99,35 @@ def test_serving_bench_times_every_familys_largest_model(tmp_path: Path) -> None
     searched = FAMILIES["random_forest"].search_space().searched
     assert (f"| random_forest | n_estimators={searched['n_estimators'].high}, "
             f"max_depth={searched['max_depth'].high},") in done.stdout
+
+
+def test_the_tracking_overhead_split_pairs_the_same_trials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_run", run)  # its dataclasses look themselves up
+    spec.loader.exec_module(run)
+    Result, overhead_split = run.Result, run.overhead_split
+
+    untracked = Result("tracking_none", "none", {
+        "all_seconds": [10.0, 20.0],
+        "all_trial_seconds": [{"a": [[0, 2.0], [1, 4.0]], "b": [[0, 2.0]]},
+                              {"a": [[0, 4.0], [1, 8.0]], "b": [[0, 4.0]]}],
+    })
+    tracked = Result("tracking_sqlite", "sqlite", {
+        # Repeat 1: every trial 10 % slower, 1 s more outside the trials. Repeat 2: one trial
+        # twice as long, the others as before; a trial the untracked run does not have (it
+        # failed to finish there, say) counts outside the pairing, as time in a trial.
+        "all_seconds": [10.0 + 0.8 + 1.0, 20.0 + 8.0 + 3.0],
+        "all_trial_seconds": [{"a": [[0, 2.2], [1, 4.4]], "b": [[0, 2.2]]},
+                              {"a": [[0, 4.0], [1, 16.0], [2, 3.0]], "b": [[0, 4.0]]}],
+    })
+    split = overhead_split(tracked, untracked)
+    assert [tuple(round(x, 6) for x in row) for row in split] == [
+        (1.1, 1.1, 1.0),
+        (24.0 / 16.0, 1.0, 0.0),
+    ]
 
 
 def test_an_output_that_would_be_overwritten_by_the_json_is_refused(tmp_path: Path) -> None:
