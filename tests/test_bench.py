@@ -101,6 +101,32 @@ def test_serving_bench_times_every_familys_largest_model(tmp_path: Path) -> None
             f"max_depth={searched['max_depth'].high},") in done.stdout
 
 
+def test_interference_bench_times_a_trial_beside_each_kind_of_work(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "interference.py"), "--family", "elastic_net",
+         "--trials", "2", "--rounds", "1"],
+        cwd=tmp_path, env=subprocess_env(TMPDIR=str(scratch)), capture_output=True, text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == ("| beside the trial | median trial (s) | ratio to alone (median of "
+                       "rounds) | rounds | side work done |")
+    cells = [row.strip("| ").split(" | ") for row in rows[2:]]
+    assert [c[0] for c in cells] == [
+        "nothing (the trial alone)", "a pure-Python loop", "a loop streaming a 32 MB array",
+        "the sweep's drawing of a family's plots", "MLflow trial runs logged to SQLite"]
+    assert cells[0][2:] == ["1.000×", "1.000"]  # (and no side work)
+    for kind, unit in zip(cells[1:], ("M loops/s", "passes/s", "families/s", "runs/s"),
+                          strict=True):
+        assert float(kind[1]) > 0 and float(kind[2].rstrip("×")) > 0, kind
+        rate, rate_unit = kind[4].split(" ", 1)
+        assert float(rate) > 0 and rate_unit == unit, kind  # the side process did its work
+    assert list(scratch.iterdir()) == []
+
+
 def test_the_tracking_overhead_split_pairs_the_same_trials(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
