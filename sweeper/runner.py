@@ -142,6 +142,9 @@ class _FamilyWork:
     run_id: str
     objective: FamilyObjective
     progress: FamilyProgress
+    #: What the family's run was finished with while the sweep went on (see
+    #: ``_Worker.finish_early``), or ``None``.
+    finished_as: tuple[Any, ...] | None = None
 
 
 def run_sweep(
@@ -248,6 +251,7 @@ def run_sweep(
             else:
                 for work in works:
                     worker.work_on(work)
+                    worker.finish_early(work)
                     if draw_early:
                         _draw_if_complete(drawer, work.study)
                     if ahead is not None:
@@ -658,13 +662,30 @@ class _Worker:
                 return
             time.sleep(_POLL)
 
+    def finish_early(self, work: _FamilyWork) -> None:
+        """Finish a family's run now if none of its trials is left to run (one worker, or the
+        last of several), queued after its trial runs: the end of the sweep then has nothing
+        to log for it unless the study changed since (:meth:`finish`). Over HTTP finishing a
+        run is three round trips (0.1-0.15 s), made for every family at the end before."""
+        waiting, running = unfinished(work.study)
+        if waiting or running:
+            return
+        result = summarize(work.study, work.family.name, work.run_id)
+        self.trial_logs.finish_family(
+            work.run_id, result.best, counts=result.counts, error=result.first_error
+        )
+        # Taken as done: a failure is raised by the flush before finish() reads this.
+        work.finished_as = _finished_as(result)
+
     def finish(self, work: _FamilyWork) -> FamilyResult:
         """Summarize a family and write its best trial onto its run (idempotent)."""
         self._log_orphans(work)  # of other workers that died during the sweep
         result = summarize(work.study, work.family.name, work.run_id)
-        self.tracker.finish_family(
-            work.run_id, result.best, counts=result.counts, error=result.first_error
-        )
+        self.trial_logs.flush()  # an early finish (finish_early) is logged, or raises
+        if work.finished_as != _finished_as(result):
+            self.tracker.finish_family(
+                work.run_id, result.best, counts=result.counts, error=result.first_error
+            )
         self.joined.remove(work)
         # The last trials may have been another worker's: the display ends on the study's count.
         done, best = _progress_of(work.study)
@@ -724,6 +745,17 @@ class _Worker:
         self.heartbeat.stop()
         for work in self.joined:
             work.progress.close()
+
+
+def _finished_as(result: FamilyResult) -> tuple[Any, ...]:
+    """What :meth:`SweepTracker.finish_family` writes for ``result``, to tell whether a run
+    finished earlier needs finishing again."""
+    best = result.best
+    return (
+        tuple(sorted(result.counts.items())),
+        None if best is None else (best.number, best.value),
+        result.first_error,
+    )
 
 
 def _trial_logs(tracker: SweepTracker, config: SweepConfig) -> TrialLogProcess | TrialLogThread:

@@ -422,6 +422,18 @@ class TrialLogProcess:
         if any(f.done() for f in self._pending):
             self.flush()
 
+    def finish_family(
+        self,
+        family_run_id: str,
+        best: optuna.trial.FrozenTrial | None,
+        *,
+        counts: Mapping[str, int],
+        error: str | None,
+    ) -> None:
+        """Queue :meth:`SweepTracker.finish_family`, after the family's trial runs."""
+        self._pending.append(self._pool.submit(
+            _finish_family, family_run_id, best, counts=dict(counts), error=error))
+
     def flush(self) -> None:
         """Block until every queued run is logged; raise the first error any of them hit."""
         pending, self._pending = self._pending, []
@@ -449,6 +461,18 @@ class TrialLogThread:
     def submit(self, family_run_id: str, family: str, trial: optuna.trial.FrozenTrial) -> None:
         """Queue the run of a finished trial (as :meth:`TrialLogProcess.submit`)."""
         self._logger.submit(lambda: self._tracker.log_finished(family_run_id, family, trial))
+
+    def finish_family(
+        self,
+        family_run_id: str,
+        best: optuna.trial.FrozenTrial | None,
+        *,
+        counts: Mapping[str, int],
+        error: str | None,
+    ) -> None:
+        """Queue :meth:`SweepTracker.finish_family` (as :meth:`TrialLogProcess.finish_family`)."""
+        self._logger.submit(lambda: self._tracker.finish_family(
+            family_run_id, best, counts=counts, error=error))
 
     def flush(self) -> None:
         self._logger.flush()
@@ -489,6 +513,18 @@ def _log_finished(family_run_id: str, family: str, trial: optuna.trial.FrozenTri
     if _process_tracker is None:
         raise RuntimeError("the trial logging process was not initialized")
     return _process_tracker.log_finished(family_run_id, family, trial)
+
+
+def _finish_family(
+    family_run_id: str,
+    best: optuna.trial.FrozenTrial | None,
+    *,
+    counts: Mapping[str, int],
+    error: str | None,
+) -> None:
+    if _process_tracker is None:
+        raise RuntimeError("the trial logging process was not initialized")
+    _process_tracker.finish_family(family_run_id, best, counts=counts, error=error)
 
 
 def ensure_experiment() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -28,8 +29,9 @@ from sweeper.champion import prepare_model, refit, select_champion, warm_up_mode
 from sweeper.config import SweepConfig
 from sweeper.data import Split, load_dataset, split_dataset
 from sweeper.drawing import Drawer
-from sweeper.objective import ATTR_CONFIG
+from sweeper.objective import ATTR_CONFIG, config_of
 from sweeper.study import FamilyResult
+from sweeper.tracking import SweepTracker
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -372,3 +374,74 @@ def test_sweeps_register_the_same_champion_prepared_ahead_or_not(
     }
     assert len({Path(p).read_text() for p in importances}) == 1
     assert len({c.model_uri for c in champions}) == 3  # type: ignore[union-attr]
+
+
+def _record_finishes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """``(run id, thread name)`` of every family run finished in this process."""
+    calls: list[tuple[str, str]] = []
+    finish = SweepTracker.finish_family
+
+    def recorded(self: SweepTracker, run_id: str, best: Any, **kwargs: Any) -> None:
+        calls.append((run_id, threading.current_thread().name))
+        finish(self, run_id, best, **kwargs)
+
+    monkeypatch.setattr(SweepTracker, "finish_family", recorded)
+    return calls
+
+
+@pytest.mark.parametrize("spare_core", [True, False], ids=["logger process", "logger thread"])
+def test_family_runs_are_finished_as_their_trials_end_not_at_the_end(
+    in_process: Path, insurance_csv: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch, spare_core: bool,
+) -> None:
+    # One worker: the trial logger (a helper process with a core to spare, else a thread)
+    # finishes each family's run after its trial runs; the end finds nothing changed and
+    # makes no call of its own for them.
+    monkeypatch.setattr(runner, "_spare_core", lambda config: spare_core)
+    calls = _record_finishes(monkeypatch)
+    outcome, _ = _sweep("elastic_net,random_forest", insurance_csv, f"early-{spare_core}", caplog)
+    run_ids = [result.run_id for result in outcome.results]
+    # (The helper process's calls are not seen here.)
+    assert calls == ([] if spare_core else [(run_id, "sweep-logger") for run_id in run_ids])
+    client = mlflow.MlflowClient()
+    for result in outcome.results:
+        run = client.get_run(result.run_id)
+        assert result.best is not None
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["sweep.best_trial"] == str(result.best.number)
+        assert run.data.params == {k: str(v) for k, v in config_of(result.best).items()}
+        assert run.data.metrics["n_complete"] == result.n_complete
+
+
+def test_a_family_that_changed_after_its_run_was_finished_is_finished_again(
+    in_process: Path, insurance_csv: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Between finishing a family early and the end, its study gets a better trial (another
+    # worker's, say): the end finishes the run again, with the new best.
+    monkeypatch.setattr(runner, "_spare_core", lambda config: False)  # calls seen here
+    calls = _record_finishes(monkeypatch)
+    drain = runner._Worker.drain
+    added: list[int] = []
+
+    def drain_after_a_better_trial(self: Any, works: Any, budget_deadline: Any) -> None:
+        study = works[0].study
+        best = study.best_trial
+        study.add_trial(optuna.trial.create_trial(
+            params=best.params, distributions=best.distributions, value=best.value - 1.0,
+            user_attrs=best.user_attrs, system_attrs=best.system_attrs,
+        ))
+        added.append(len(study.trials) - 1)
+        drain(self, works, budget_deadline)
+
+    monkeypatch.setattr(runner._Worker, "drain", drain_after_a_better_trial)
+    outcome, _ = _sweep("elastic_net,random_forest", insurance_csv, "changed", caplog)
+    changed, unchanged = outcome.results
+    assert [name for run_id, name in calls if run_id == changed.run_id] == [
+        "sweep-logger", "MainThread"]
+    assert [name for run_id, name in calls if run_id == unchanged.run_id] == ["sweep-logger"]
+    run = mlflow.MlflowClient().get_run(changed.run_id)
+    assert changed.best is not None and changed.best.number == added[0]
+    assert run.data.tags["sweep.best_trial"] == str(added[0])
+    assert sum(changed.counts.values()) == 4  # its 3 trials and the one added
+    assert {k: run.data.metrics[f"n_{k}"] for k in changed.counts} == changed.counts
