@@ -422,17 +422,10 @@ class TrialLogProcess:
         if any(f.done() for f in self._pending):
             self.flush()
 
-    def finish_family(
-        self,
-        family_run_id: str,
-        best: optuna.trial.FrozenTrial | None,
-        *,
-        counts: Mapping[str, int],
-        error: str | None,
-    ) -> None:
-        """Queue :meth:`SweepTracker.finish_family`, after the family's trial runs."""
-        self._pending.append(self._pool.submit(
-            _finish_family, family_run_id, best, counts=dict(counts), error=error))
+    def finish_family(self, *args: Any, **kwargs: Any) -> None:
+        """Queue :meth:`SweepTracker.finish_family` (its arguments), after the family's trial
+        runs."""
+        self._pending.append(self._pool.submit(_finish_family, *args, **kwargs))
 
     def flush(self) -> None:
         """Block until every queued run is logged; raise the first error any of them hit."""
@@ -462,17 +455,9 @@ class TrialLogThread:
         """Queue the run of a finished trial (as :meth:`TrialLogProcess.submit`)."""
         self._logger.submit(lambda: self._tracker.log_finished(family_run_id, family, trial))
 
-    def finish_family(
-        self,
-        family_run_id: str,
-        best: optuna.trial.FrozenTrial | None,
-        *,
-        counts: Mapping[str, int],
-        error: str | None,
-    ) -> None:
+    def finish_family(self, *args: Any, **kwargs: Any) -> None:
         """Queue :meth:`SweepTracker.finish_family` (as :meth:`TrialLogProcess.finish_family`)."""
-        self._logger.submit(lambda: self._tracker.finish_family(
-            family_run_id, best, counts=counts, error=error))
+        self._logger.submit(lambda: self._tracker.finish_family(*args, **kwargs))
 
     def flush(self) -> None:
         self._logger.flush()
@@ -509,22 +494,18 @@ def _init_trial_logger(
     )
 
 
+def _helper_tracker() -> SweepTracker:
+    if _process_tracker is None:
+        raise RuntimeError("the trial logging process was not initialized")
+    return _process_tracker
+
+
 def _log_finished(family_run_id: str, family: str, trial: optuna.trial.FrozenTrial) -> str:
-    if _process_tracker is None:
-        raise RuntimeError("the trial logging process was not initialized")
-    return _process_tracker.log_finished(family_run_id, family, trial)
+    return _helper_tracker().log_finished(family_run_id, family, trial)
 
 
-def _finish_family(
-    family_run_id: str,
-    best: optuna.trial.FrozenTrial | None,
-    *,
-    counts: Mapping[str, int],
-    error: str | None,
-) -> None:
-    if _process_tracker is None:
-        raise RuntimeError("the trial logging process was not initialized")
-    _process_tracker.finish_family(family_run_id, best, counts=counts, error=error)
+def _finish_family(*args: Any, **kwargs: Any) -> None:
+    _helper_tracker().finish_family(*args, **kwargs)
 
 
 def ensure_experiment() -> None:
