@@ -225,14 +225,13 @@ def _run_our_sweep(spec: dict[str, Any], config: Any, prestarted: Any) -> dict[s
     trials, trial_seconds = {}, {}
     for r in outcome.results:
         study = optuna.load_study(storage=storage, study_name=r.study_name)
-        trials[r.family] = [
-            [t.number, t.state.name, t.value] for t in study.get_trials(deepcopy=False)
-        ]
+        frozen = study.get_trials(deepcopy=False)
+        trials[r.family] = [[t.number, t.state.name, t.value] for t in frozen]
         # Each trial's own time (start to end, as Optuna recorded it), to tell apart in the
         # tracking rows what tracking adds to the trials from what it adds between them.
         trial_seconds[r.family] = [
             [t.number, (t.datetime_complete - t.datetime_start).total_seconds()]
-            for t in study.get_trials(deepcopy=False)
+            for t in frozen
             if t.datetime_start is not None and t.datetime_complete is not None
         ]
     return {
