@@ -53,7 +53,7 @@ def _split(spec: dict[str, Any]):  # noqa: ANN202
 class _NullTracker:
     """A :class:`sweeper.tracking.SweepTracker` that records nothing."""
 
-    def __init__(self, client: Any, root_run_id: str, sweep_name: str) -> None:
+    def __init__(self, client: Any, root_run_id: str, sweep_name: str, **_: Any) -> None:
         self.client = _NullClient()
         self.root_run_id = root_run_id
         self.sweep_name = sweep_name
@@ -96,6 +96,7 @@ def _no_tracking() -> None:
 
     class _Run:
         info = types.SimpleNamespace(run_id="null-root", experiment_id="0")
+        data = types.SimpleNamespace(tags={}, params={})
 
         def __enter__(self) -> _Run:
             return self
@@ -135,7 +136,6 @@ def _no_tracking() -> None:
     runner.SweepTracker = _NullTracker  # type: ignore[assignment,misc]
     runner._prepare_tracking = lambda: None
     runner.init_tracking_store = lambda: None
-    runner._log_root = lambda *a, **k: None
     runner.mark_champion = lambda *a, **k: None
     runner.find_registered = lambda *a, **k: None
     # The champion is still refit on the training part and scored on the test part
@@ -168,7 +168,6 @@ def _phase_timers(phases: dict[str, float]) -> None:
     runner._spawn_workers = timed("spawn", runner._spawn_workers)
     runner._wait_children = timed("wait_children", runner._wait_children)
     runner._prepare_tracking = timed("prepare_tracking", runner._prepare_tracking)
-    runner._log_root = timed("log_root", runner._log_root)
 
 
 def run_our_sweep(spec: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -30,8 +29,6 @@ import mlflow
 import optuna
 import threadpoolctl
 from mlflow import MlflowClient
-from mlflow.data.http_dataset_source import HTTPDatasetSource
-from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import RunStatus
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.storages import BaseStorage
@@ -83,6 +80,7 @@ from sweeper.tracking import (
     TrialLogThread,
     ensure_experiment,
     init_tracking_store,
+    source_tags_of,
 )
 
 _logger = logging.getLogger(__name__)
@@ -206,11 +204,19 @@ def run_sweep(
         recorded = ledger.wait_for_attrs(sweep_study, (ATTR_ROOT_RUN, ATTR_MODEL_NAME))
         root_run_id = str(recorded[ATTR_ROOT_RUN])
         model_name = str(recorded[ATTR_MODEL_NAME])
-        tracker = SweepTracker(client, root_run_id, sweep_name)
-        if root_run_id == me.info.run_id:
-            tracker.mark_root(ledger.worker_id())
-            _log_root(client, root_run_id, config, model_name, dataset)
+        is_root = root_run_id == me.info.run_id
+        if is_root:
+            # The root is this command's own run: what the tracker reads from it is at hand.
+            tracker = SweepTracker(client, root_run_id, sweep_name,
+                                   experiment_id=me.info.experiment_id,
+                                   source_tags=source_tags_of(me))
+            tracker.mark_root(
+                ledger.worker_id(),
+                params=_root_params(config, logged=me.data.params),
+                tags={"sweep.model_name": model_name, "sweep.data": dataset.source},
+            )
         else:
+            tracker = SweepTracker(client, root_run_id, sweep_name)
             print(f"joining sweep {sweep_name} (root run {root_run_id})", file=out, flush=True)
             tracker.mark_worker(me.info.run_id, ledger.worker_id())
             now = time.time()
@@ -218,6 +224,12 @@ def run_sweep(
             tracker.reopen(root_run_id)
         _print_links(tracker, out)
         worker = _Worker(storage, tracker, config, split, dataset, out, interruption)
+        if is_root:
+            # Its digest and schema are computed from the data: by the trial logger, while
+            # the first trials run.
+            worker.trial_logs.log_dataset(
+                dataset.frame, source=dataset.source, target=dataset.target, name=dataset.name
+            )
         children = _spawn_workers(
             config, sweep_name, me.info.experiment_id, budget_deadline, prestarted
         )
@@ -269,6 +281,7 @@ def run_sweep(
                 results, families, storage, sweep_study, tracker, split, dataset, config,
                 model_name, root_run_id, drawer, timings, ahead,
             )
+            worker.logged()
             if root_run_id != me.info.run_id and not spawned:
                 # This command reopened another command's root run (a resume or a join).
                 client.set_terminated(root_run_id, RunStatus.to_string(RunStatus.FINISHED))
@@ -517,6 +530,8 @@ class _Worker:
         self.current: tuple[_FamilyWork, int] | None = None
         #: Families still open (not yet finished) in this worker, and every one it joined.
         self.joined: list[_FamilyWork] = []
+        #: Families finished whose trial runs or finish the trial logger may still be logging.
+        self.unlogged: list[_FamilyWork] = []
         self.studies: list[optuna.Study] = []
 
     def join(self, family: Family, sweep_name: str, fingerprint: dict[str, Any]) -> _FamilyWork:
@@ -644,8 +659,8 @@ class _Worker:
 
     def drain(self, works: Sequence[_FamilyWork], budget_deadline: float | None) -> None:
         """Help with what is left anywhere (replacements of dead workers' trials), then wait
-        until no other worker is running a trial of these families."""
-        self.trial_logs.flush()
+        until no other worker is running a trial of these families. What the trial logger
+        still has queued is not waited for (see :meth:`logged`)."""
         deadline = budget_deadline or deadline_after(self.config.timeout * max(1, len(works)))
         while True:
             busy = False
@@ -657,9 +672,9 @@ class _Worker:
                 waiting, running = unfinished(work.study)
                 if running or (waiting and not passed(deadline)):
                     busy = True
-            self.trial_logs.flush()
             if not busy:
                 return
+            self.trial_logs.flush()  # while other workers run: an error is raised sooner
             time.sleep(_POLL)
 
     def finish_early(self, work: _FamilyWork) -> None:
@@ -674,23 +689,37 @@ class _Worker:
         self.trial_logs.finish_family(
             work.run_id, result.best, counts=result.counts, error=result.first_error
         )
-        # Taken as done: a failure is raised by the flush before finish() reads this.
+        # Taken as done: a failure is raised by the next flush (finish() or logged()).
         work.finished_as = _finished_as(result)
 
     def finish(self, work: _FamilyWork) -> FamilyResult:
         """Summarize a family and write its best trial onto its run (idempotent)."""
         self._log_orphans(work)  # of other workers that died during the sweep
         result = summarize(work.study, work.family.name, work.run_id)
-        self.trial_logs.flush()  # an early finish (finish_early) is logged, or raises
         if work.finished_as != _finished_as(result):
+            # An early finish (finish_early) queued before lands first, or raises.
+            self.trial_logs.flush()
             self.tracker.finish_family(
                 work.run_id, result.best, counts=result.counts, error=result.first_error
             )
         self.joined.remove(work)
+        # Until the trial logger has logged its last runs and finishes (logged()).
+        self.unlogged.append(work)
         # The last trials may have been another worker's: the display ends on the study's count.
         done, best = _progress_of(work.study)
         work.progress.close(done=done, best=best)
         return result
+
+    def logged(self) -> None:
+        """Wait until the trial logger has logged everything queued (the last trial runs, the
+        families it finishes early), or raise the first error it hit.
+
+        Called after the champion is registered, not before: at the end of a sweep the
+        logger's last requests (a trial run and a family's finish: six round trips, 0.2-0.3 s
+        over HTTP) overlap the champion's, which need none of them.
+        """
+        self.trial_logs.flush()
+        self.unlogged.clear()
 
     def abort(self, error: BaseException, reopened_root: str | None) -> None:
         """After an error or interruption: log what finished, fail the trial that was
@@ -721,7 +750,7 @@ class _Worker:
                 except Exception as lost:  # noqa: BLE001
                     _logger.warning("could not close the interrupted trial: %s", _first_line(lost))
             self.heartbeat.stop()
-            run_ids = [w.run_id for w in self.joined]
+            run_ids = [w.run_id for w in (*self.joined, *self.unlogged)]
             if reopened_root is not None:
                 run_ids.append(reopened_root)
             for run_id in run_ids:
@@ -1016,37 +1045,17 @@ def _wait_children(children: Sequence[subprocess.Popen[bytes]]) -> None:
         _logger.warning("worker processes exited with %s", codes)
 
 
-def _log_root(
-    client: MlflowClient,
-    run_id: str,
-    config: SweepConfig,
-    model_name: str,
-    dataset: Dataset,
-) -> None:
-    # `mlflow run` already logged the -P params with its own formatting; params are immutable,
-    # so only add the ones it did not log, and record resolved names as tags.
-    present = client.get_run(run_id).data.params
-    params = {k: v for k, v in config.as_params().items() if k not in present}
+def _root_params(config: SweepConfig, *, logged: Mapping[str, str]) -> dict[str, str]:
+    """The sweep's parameters to log on its root run: those not ``logged`` on it already.
+
+    ``mlflow run`` logs the -P params with its own formatting, and params are immutable, so
+    only the ones it did not log are added (resolved names are recorded as tags). A database
+    password in the storage URL is redacted.
+    """
+    params = {k: v for k, v in config.as_params().items() if k not in logged}
     if "storage" in params:
         params["storage"] = redact(params["storage"])  # no database password in MLflow
-    mlflow.log_params(params)
-    mlflow.set_tags({"sweep.model_name": model_name, "sweep.data": dataset.source})
-    # An explicit source: from a bare string MLflow guesses among several local source types.
-    source = (
-        HTTPDatasetSource(dataset.source)
-        if dataset.source.startswith(("http://", "https://"))
-        else LocalArtifactDatasetSource(dataset.source)
-    )
-    with warnings.catch_warnings():
-        # MLflow's hint that integer columns cannot hold missing values: the served model's
-        # schema keeps them integers on purpose (README, "What the served model accepts").
-        warnings.simplefilter("ignore", UserWarning)
-        frame = mlflow.data.from_pandas(
-            dataset.frame, source=source, targets=dataset.target, name=dataset.name
-        )
-        # The dataset infers its schema when it is logged (a cached property), so the hint
-        # comes from here.
-        mlflow.log_input(frame, context="training")
+    return params
 
 
 def serve_command(model_name: str) -> str:

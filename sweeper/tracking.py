@@ -17,22 +17,26 @@ import queue
 import threading
 import time
 import urllib.parse
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import optuna
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.store.db.db_types import DATABASE_ENGINES
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from sweeper import objective as attrs
 from sweeper.connections import close_after_each_request
 from sweeper.ledger import ATTR_KILLED
 from sweeper.processes import lowered_priority
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _logger = logging.getLogger(__name__)
 
@@ -70,6 +74,13 @@ def _ms(moment: Any) -> int:
     return int(moment.timestamp() * 1000) if moment is not None else int(time.time() * 1000)
 
 
+def source_tags_of(run: Run) -> dict[str, str]:
+    """The tags of ``run`` that say who ran what code (copied onto every run of the sweep)."""
+    return {
+        key: value for key, value in run.data.tags.items() if key.startswith(_SOURCE_TAG_PREFIXES)
+    }
+
+
 def params_of(config: Mapping[str, Any]) -> list[Param]:
     """MLflow params for a configuration (values as strings, within MLflow's length limit)."""
     return [Param(key, str(value)[:_MAX_PARAM_LENGTH]) for key, value in sorted(config.items())]
@@ -94,11 +105,7 @@ class SweepTracker:
         if experiment_id is None or source_tags is None:
             root = client.get_run(root_run_id)
             experiment_id = root.info.experiment_id
-            source_tags = {
-                key: value
-                for key, value in root.data.tags.items()
-                if key.startswith(_SOURCE_TAG_PREFIXES)
-            }
+            source_tags = source_tags_of(root)
         self.experiment_id = experiment_id
         self.source_tags = dict(source_tags)
 
@@ -111,18 +118,59 @@ class SweepTracker:
             **extra,
         }
 
-    def mark_root(self, worker: str) -> None:
-        """Tag the root run as this sweep's, owned by ``worker`` (``host:pid``)."""
+    def mark_root(
+        self,
+        worker: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Tag the root run as this sweep's, owned by ``worker`` (``host:pid``), name it after
+        the sweep, and log ``params`` and ``tags`` on it, in one request.
+
+        Named after the sweep, so the UI shows what ``mlflow run`` named at random: MLflow's
+        stores rename a run that gets the ``mlflow.runName`` tag.
+        """
         self.client.log_batch(
             self.root_run_id,
+            params=params_of(params or {}),
             tags=[
                 RunTag(TAG_ROLE, ROLE_SWEEP),
                 RunTag(TAG_NAME, self.sweep_name),
                 RunTag(TAG_WORKER, worker),
+                RunTag(MLFLOW_RUN_NAME, self.sweep_name),
+                *(RunTag(key, value) for key, value in (tags or {}).items()),
             ],
         )
-        # Named after the sweep, so the UI shows what `mlflow run` named at random.
-        self.client.update_run(self.root_run_id, name=self.sweep_name)
+
+    def log_dataset(self, frame: pd.DataFrame, *, source: str, target: str, name: str) -> None:
+        """Log ``frame`` as the root run's training dataset (its digest and schema), read from
+        ``source`` (a local path or an http(s) URL).
+
+        The digest and the schema are computed from the frame (about 50 ms for insurance):
+        the sweep has this done by its trial logger, off the set-up's critical path.
+        """
+        import mlflow.data
+        from mlflow.data.http_dataset_source import HTTPDatasetSource
+        from mlflow.data.sources import LocalArtifactDatasetSource
+
+        # An explicit source: from a bare string MLflow guesses among several local source
+        # types.
+        dataset_source = (
+            HTTPDatasetSource(source)
+            if source.startswith(("http://", "https://"))
+            else LocalArtifactDatasetSource(source)
+        )
+        with warnings.catch_warnings():
+            # MLflow's hint that integer columns cannot hold missing values: the served
+            # model's schema keeps them integers on purpose (README, "What the served model
+            # accepts"). The schema is inferred here, so the hint would come from here.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                frame, source=dataset_source, targets=target, name=name
+            )._to_mlflow_entity()
+        context = InputTag(MLFLOW_DATASET_CONTEXT, "training")
+        self.client.log_inputs(self.root_run_id, [DatasetInput(dataset, tags=[context])])
 
     def mark_worker(self, run_id: str, worker: str) -> None:
         """Nest a joining worker's own run (e.g. the one a second `mlflow run` made) under the
@@ -425,7 +473,11 @@ class TrialLogProcess:
     def finish_family(self, *args: Any, **kwargs: Any) -> None:
         """Queue :meth:`SweepTracker.finish_family` (its arguments), after the family's trial
         runs."""
-        self._pending.append(self._pool.submit(_finish_family, *args, **kwargs))
+        self._pending.append(self._pool.submit(_tracker_call, "finish_family", *args, **kwargs))
+
+    def log_dataset(self, *args: Any, **kwargs: Any) -> None:
+        """Queue :meth:`SweepTracker.log_dataset` (its arguments)."""
+        self._pending.append(self._pool.submit(_tracker_call, "log_dataset", *args, **kwargs))
 
     def flush(self) -> None:
         """Block until every queued run is logged; raise the first error any of them hit."""
@@ -458,6 +510,10 @@ class TrialLogThread:
     def finish_family(self, *args: Any, **kwargs: Any) -> None:
         """Queue :meth:`SweepTracker.finish_family` (as :meth:`TrialLogProcess.finish_family`)."""
         self._logger.submit(lambda: self._tracker.finish_family(*args, **kwargs))
+
+    def log_dataset(self, *args: Any, **kwargs: Any) -> None:
+        """Queue :meth:`SweepTracker.log_dataset` (as :meth:`TrialLogProcess.log_dataset`)."""
+        self._logger.submit(lambda: self._tracker.log_dataset(*args, **kwargs))
 
     def flush(self) -> None:
         self._logger.flush()
@@ -504,8 +560,9 @@ def _log_finished(family_run_id: str, family: str, trial: optuna.trial.FrozenTri
     return _helper_tracker().log_finished(family_run_id, family, trial)
 
 
-def _finish_family(*args: Any, **kwargs: Any) -> None:
-    _helper_tracker().finish_family(*args, **kwargs)
+def _tracker_call(method: str, *args: Any, **kwargs: Any) -> None:
+    """``SweepTracker.<method>(*args, **kwargs)`` on the helper's tracker."""
+    getattr(_helper_tracker(), method)(*args, **kwargs)
 
 
 def ensure_experiment() -> None:

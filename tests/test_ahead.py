@@ -445,3 +445,74 @@ def test_a_family_that_changed_after_its_run_was_finished_is_finished_again(
     assert run.data.tags["sweep.best_trial"] == str(added[0])
     assert sum(changed.counts.values()) == 4  # its 3 trials and the one added
     assert {k: run.data.metrics[f"n_{k}"] for k in changed.counts} == changed.counts
+
+
+def test_the_champion_is_registered_while_the_trial_logger_logs_the_last_runs(
+    in_process: Path, insurance_csv: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The last trial's run and the last family's finish are still queued when the trials
+    # end: the champion is registered meanwhile, and the sweep ends once they are logged.
+    monkeypatch.setattr(runner, "_spare_core", lambda config: False)  # the logger: a thread
+    registered = threading.Event()
+    log_and_register = runner.log_and_register
+    log_finished = SweepTracker.log_finished
+    events: list[str] = []
+
+    def register(*args: Any, **kwargs: Any) -> Any:
+        model = log_and_register(*args, **kwargs)
+        events.append("registered")
+        registered.set()
+        return model
+
+    def last_run_waits_for_the_registration(
+        self: SweepTracker, family_run_id: str, family: str, trial: Any
+    ) -> str:
+        if (family, trial.number) == ("random_forest", 2):
+            # Before: the sweep waited for this run before it registered the champion.
+            events.append("waited" if registered.wait(20) else "timed out")
+        run_id = log_finished(self, family_run_id, family, trial)
+        events.append(f"logged {family} {trial.number}")
+        return run_id
+
+    monkeypatch.setattr(runner, "log_and_register", register)
+    monkeypatch.setattr(SweepTracker, "log_finished", last_run_waits_for_the_registration)
+    outcome, _ = _sweep("elastic_net,random_forest", insurance_csv, "overlap", caplog)
+    assert events[-3:] == ["registered", "waited", "logged random_forest 2"]
+    client = mlflow.MlflowClient()
+    for result in outcome.results:
+        run = client.get_run(result.run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["n_complete"] == result.n_complete
+        trials = client.search_runs(
+            [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'")
+        assert sorted(int(t.data.tags["sweep.trial"]) for t in trials) == [0, 1, 2]
+        assert {t.info.status for t in trials} <= {"FINISHED", "KILLED"}
+
+
+def test_a_family_finish_the_logger_fails_after_the_trials_fails_the_sweep_and_its_runs(
+    in_process: Path, insurance_csv: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The last family's finish, queued on the trial logger, fails (the tracking store went
+    # away): the sweep raises that error once the logger is waited for, and closes the
+    # families' runs as FAILED (a resume logs what is missing).
+    monkeypatch.setattr(runner, "_spare_core", lambda config: False)  # the logger: a thread
+    finish = SweepTracker.finish_family
+
+    def failing(self: SweepTracker, run_id: str, best: Any, **kwargs: Any) -> None:
+        family = self.client.get_run(run_id).data.tags["sweep.family"]
+        if threading.current_thread().name == "sweep-logger" and family == "random_forest":
+            raise ConnectionError("tracking store gone")
+        finish(self, run_id, best, **kwargs)
+
+    monkeypatch.setattr(SweepTracker, "finish_family", failing)
+    with pytest.raises(ConnectionError, match="tracking store gone"):
+        _sweep("elastic_net,random_forest", insurance_csv, "gone", caplog)
+    client = mlflow.MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    families = {
+        run.data.tags["sweep.family"]: run.info.status
+        for run in client.search_runs(experiments, "tags.`sweep.role` = 'family'")
+    }
+    assert families == {"elastic_net": "FAILED", "random_forest": "FAILED"}

@@ -1,20 +1,25 @@
-"""A family run's best trial (:meth:`sweeper.tracking.SweepTracker.finish_family`), which every
-worker of the family writes when it finishes."""
+"""The runs :class:`sweeper.tracking.SweepTracker` writes outside the trials: a family run's best
+trial (:meth:`~sweeper.tracking.SweepTracker.finish_family`), which every worker of the family
+writes when it finishes, and the root run's tags, params and dataset."""
 
 from __future__ import annotations
 
+import json
 import logging
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper import objective as attrs
-from sweeper.tracking import SweepTracker
+from sweeper.tracking import SweepTracker, source_tags_of
 
 
 def _best(alpha: float) -> FrozenTrial:
@@ -78,3 +83,91 @@ def test_a_better_trial_after_the_params_were_logged_keeps_them_with_a_warning(
     data = tracker.client.get_run(run).data
     assert data.params["alpha"] == "0.5"
     assert data.tags["sweep.best_config"] == '{"alpha": 0.25, "selection": "cyclic"}'
+
+
+def _root_logged_in_one_request(uri: str, tmp_path: Path) -> None:
+    client = MlflowClient(uri)
+    root = client.create_run("0", run_name="given-by-mlflow-run")
+    tracker = SweepTracker(client, root.info.run_id, "sweep-1",
+                           experiment_id="0", source_tags=source_tags_of(root))
+    calls: list[str] = []
+    for name in ("log_batch", "set_tag", "update_run", "log_param", "get_run"):
+        method = getattr(client, name)
+        setattr(client, name, lambda *a, _name=name, _method=method, **k: (
+            calls.append(_name), _method(*a, **k))[1])
+    tracker.mark_root("host:1", params={"n_trials": "5", "seed": "42"},
+                      tags={"sweep.model_name": "insurance-charges"})
+    assert calls == ["log_batch"]
+    run = MlflowClient(uri).get_run(root.info.run_id)
+    assert run.info.run_name == "sweep-1"
+    assert run.data.params == {"n_trials": "5", "seed": "42"}
+    tags = run.data.tags
+    assert (tags["sweep.role"], tags["sweep.name"], tags["sweep.worker"]) == (
+        "sweep", "sweep-1", "host:1")
+    assert tags["sweep.model_name"] == "insurance-charges"
+    assert tags["mlflow.runName"] == "sweep-1"
+
+
+def test_the_root_run_is_tagged_named_and_given_its_params_in_one_request(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    _root_logged_in_one_request(tracking_uri, tmp_path)
+
+
+def test_a_tracking_server_renames_the_root_run_from_the_batch_too(tmp_path: Path) -> None:
+    # What mark_root relies on: the server's store renames a run on its mlflow.runName tag.
+    from tests.services import tracking_server
+
+    with tracking_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, workers=1) as server:
+        _root_logged_in_one_request(server.url, tmp_path)
+
+
+def test_source_tags_are_those_that_say_who_ran_what_code(tracking_uri: str) -> None:
+    run = MlflowClient().create_run("0", tags={
+        "mlflow.user": "alice", "mlflow.source.name": "sweep.py", "mlflow.source.type": "LOCAL",
+        "mlflow.source.git.commit": "abc", "mlflow.project.entryPoint": "sweep",
+        "mlflow.gitRepoURL": "https://example.invalid/repo", "team": "pricing",
+    })
+    assert source_tags_of(run) == {
+        "mlflow.user": "alice", "mlflow.source.name": "sweep.py", "mlflow.source.type": "LOCAL",
+        "mlflow.source.git.commit": "abc", "mlflow.project.entryPoint": "sweep",
+        "mlflow.gitRepoURL": "https://example.invalid/repo",
+    }
+
+
+@pytest.mark.parametrize("logs_kind", ["TrialLogProcess", "TrialLogThread"])
+@pytest.mark.parametrize(
+    "source", ["/data/insurance.csv", "https://example.invalid/insurance.csv"],
+    ids=["a local file", "a URL"],
+)
+def test_the_trial_logger_logs_the_training_dataset_on_the_root_run_without_a_warning(
+    tracking_uri: str, insurance_csv: Path, capfd: pytest.CaptureFixture[str],
+    logs_kind: str, source: str,
+) -> None:
+    from sweeper import tracking
+
+    frame = pd.read_csv(insurance_csv)
+    client = MlflowClient()
+    root = client.create_run("0").info.run_id
+    tracker = SweepTracker(client, root, "s", experiment_id="0", source_tags={})
+    logs = (tracking.TrialLogProcess(tracking_uri, tracker) if logs_kind == "TrialLogProcess"
+            else tracking.TrialLogThread(tracker))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)  # shown however often it was before
+        try:
+            logs.log_dataset(frame, source=source, target="charges", name="insurance")
+            logs.flush()
+        finally:
+            logs.close()
+    # MLflow's hint that integer columns cannot hold missing values is not shown (by the
+    # thread, or by the helper process: its stderr is this test's).
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []
+    (logged,) = client.get_run(root).inputs.dataset_inputs
+    assert logged.dataset.name == "insurance"
+    assert logged.dataset.digest
+    assert json.loads(logged.dataset.source) in ({"uri": source}, {"url": source})
+    assert logged.dataset.source_type == ("http" if source.startswith("https") else "local")
+    schema = json.loads(logged.dataset.schema)
+    assert {c["name"] for c in schema["mlflow_colspec"]} == set(frame.columns)
+    assert [t.value for t in logged.tags if t.key == "mlflow.data.context"] == ["training"]
+    assert "UserWarning" not in capfd.readouterr().err
