@@ -282,11 +282,11 @@ def run_sweep(
                 model_name, root_run_id, drawer, timings, ahead,
             )
             worker.logged()
-            if root_run_id != me.info.run_id and not spawned:
+            if not is_root and not spawned:
                 # This command reopened another command's root run (a resume or a join).
                 client.set_terminated(root_run_id, RunStatus.to_string(RunStatus.FINISHED))
         except BaseException as error:
-            worker.abort(error, root_run_id if root_run_id != me.info.run_id else None)
+            worker.abort(error, None if is_root else root_run_id)
             _stop_children(children, error)
             if isinstance(error, KeyboardInterrupt):
                 mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))

@@ -85,7 +85,7 @@ def test_a_better_trial_after_the_params_were_logged_keeps_them_with_a_warning(
     assert data.tags["sweep.best_config"] == '{"alpha": 0.25, "selection": "cyclic"}'
 
 
-def _root_logged_in_one_request(uri: str, tmp_path: Path) -> None:
+def _root_logged_in_one_request(uri: str) -> None:
     client = MlflowClient(uri)
     root = client.create_run("0", run_name="given-by-mlflow-run")
     tracker = SweepTracker(client, root.info.run_id, "sweep-1",
@@ -109,9 +109,9 @@ def _root_logged_in_one_request(uri: str, tmp_path: Path) -> None:
 
 
 def test_the_root_run_is_tagged_named_and_given_its_params_in_one_request(
-    tracking_uri: str, tmp_path: Path
+    tracking_uri: str,
 ) -> None:
-    _root_logged_in_one_request(tracking_uri, tmp_path)
+    _root_logged_in_one_request(tracking_uri)
 
 
 def test_a_tracking_server_renames_the_root_run_from_the_batch_too(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_a_tracking_server_renames_the_root_run_from_the_batch_too(tmp_path: Pat
     from tests.services import tracking_server
 
     with tracking_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, workers=1) as server:
-        _root_logged_in_one_request(server.url, tmp_path)
+        _root_logged_in_one_request(server.url)
 
 
 def test_source_tags_are_those_that_say_who_ran_what_code(tracking_uri: str) -> None:
