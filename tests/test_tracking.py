@@ -91,10 +91,18 @@ def _root_logged_in_one_request(uri: str) -> None:
     tracker = SweepTracker(client, root.info.run_id, "sweep-1",
                            experiment_id="0", source_tags=source_tags_of(root))
     calls: list[str] = []
-    for name in ("log_batch", "set_tag", "update_run", "log_param", "get_run"):
+
+    def recorded(name: str) -> Callable[..., Any]:
         method = getattr(client, name)
-        setattr(client, name, lambda *a, _name=name, _method=method, **k: (
-            calls.append(_name), _method(*a, **k))[1])
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return method(*args, **kwargs)
+
+        return call
+
+    for name in ("log_batch", "set_tag", "update_run", "log_param", "get_run"):
+        setattr(client, name, recorded(name))
     tracker.mark_root("host:1", params={"n_trials": "5", "seed": "42"},
                       tags={"sweep.model_name": "insurance-charges"})
     assert calls == ["log_batch"]
