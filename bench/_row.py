@@ -177,7 +177,8 @@ def run_our_sweep(spec: dict[str, Any]) -> dict[str, Any]:
     config = SweepConfig(**spec["config"])
     # As sweep.py does: the extra workers start before this process's imports and import
     # beside them; whatever of their start-up is left when the clock starts is measured.
-    prestarted = for_command(config)
+    # The untracked row has no trial logger and draws nothing: it starts no helpers.
+    prestarted = for_command(config, helpers=spec.get("tracking") != "none")
     try:
         return _run_our_sweep(spec, config, prestarted)
     finally:
@@ -268,7 +269,7 @@ def run_trial_logging(spec: dict[str, Any]) -> dict[str, Any]:
     import optuna
     from mlflow import MlflowClient
 
-    from sweeper import objective as attrs
+    from sweeper import trial_attrs as attrs
     from sweeper.connections import close_after_each_request
     from sweeper.tracking import SweepTracker
 

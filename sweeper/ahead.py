@@ -35,9 +35,9 @@ from sweeper.champion import (
     warm_up_model_logging,
 )
 from sweeper.data import Split
-from sweeper.objective import config_of
 from sweeper.report import ChampionFigures, champion_figures
 from sweeper.study import FamilyResult
+from sweeper.trial_attrs import config_of
 
 __all__ = ["Ahead", "Candidate", "PreparedChampion", "prepare"]
 

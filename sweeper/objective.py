@@ -17,18 +17,20 @@ import optuna
 import pandas as pd
 from sklearn.base import RegressorMixin, TransformerMixin
 
+# The user_attrs keys this objective writes (defined apart, see sweeper.trial_attrs).
+from sweeper.trial_attrs import (
+    ATTR_CONFIG,
+    ATTR_ERROR,
+    ATTR_FOLD_RMSE,
+    ATTR_MAE,
+    ATTR_R2,
+    ATTR_RMSE_STD,
+)
+
 if TYPE_CHECKING:
     from objectives import Family
     from sweeper.data import Split
 
-#: ``user_attrs`` keys written by :class:`FamilyObjective`.
-ATTR_MAE = "mae"
-ATTR_R2 = "r2"
-ATTR_RMSE_STD = "rmse_std"
-ATTR_FOLD_RMSE = "fold_rmse"
-ATTR_ERROR = "error"
-#: The full configuration of a trial (fixed and searched), as the estimator received it.
-ATTR_CONFIG = "config"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,11 +242,6 @@ class FamilyObjective:
         trial.set_user_attr(ATTR_RMSE_STD, scores.rmse_std)
         trial.set_user_attr(ATTR_FOLD_RMSE, list(scores.fold_rmse))
         return scores.rmse
-
-
-def config_of(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """The full configuration (fixed and searched) a finished trial was scored with."""
-    return dict(trial.user_attrs.get(ATTR_CONFIG, trial.params))
 
 
 def _jsonable(config: dict[str, Any]) -> dict[str, Any]:

@@ -28,8 +28,8 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from sweeper.objective import ATTR_RMSE_STD
 from sweeper.study import FamilyResult
+from sweeper.trial_attrs import ATTR_RMSE_STD
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn, see import_drawing
     from matplotlib.axes import Axes

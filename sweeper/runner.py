@@ -54,10 +54,18 @@ from sweeper.connections import close_after_each_request
 from sweeper.data import Dataset, Split, load_dataset, split_dataset
 from sweeper.drawing import Drawer
 from sweeper.errors import SweepError
-from sweeper.objective import FamilyObjective, config_of
+from sweeper.objective import FamilyObjective
 from sweeper.orphans import log_orphans, mark_flushed
 from sweeper.preflight import check_tracking_server
-from sweeper.prestart import SPAWNED_ENV, Prestarted, start_worker
+from sweeper.prestart import (
+    LOGGER_NICENESS,
+    SPAWNED_ENV,
+    WORKERS_ENV,
+    Prestarted,
+    drawing_processes,
+    spare_core,
+    start_worker,
+)
 from sweeper.progress import FamilyProgress, format_duration
 from sweeper.study import (
     ATTR_RUN_ID,
@@ -82,6 +90,7 @@ from sweeper.tracking import (
     init_tracking_store,
     source_tags_of,
 )
+from sweeper.trial_attrs import config_of
 
 _logger = logging.getLogger(__name__)
 
@@ -101,11 +110,6 @@ _HTTP_RETRY_DEFAULTS = {
 
 #: Seconds between checks while waiting for other workers' last trials.
 _POLL = 0.2
-#: Added to the trial-logging helper's niceness: it yields to a trial it shares a core with
-#: (in interleaved runs with 1 worker on 2 cores, 100 trials spent 1.7-1.9 s off the CPU
-#: beside helpers at normal priority, 0.4-0.6 s beside niced ones), and still comes before the
-#: drawing helpers (19), whose plots can wait for the end.
-_LOGGER_NICENESS = 10
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -223,7 +227,7 @@ def run_sweep(
             tracker.close_dead_worker_runs(lambda w: ledger.worker_is_dead(w, now, now))
             tracker.reopen(root_run_id)
         _print_links(tracker, out)
-        worker = _Worker(storage, tracker, config, split, dataset, out, interruption)
+        worker = _Worker(storage, tracker, config, split, dataset, out, interruption, prestarted)
         if is_root:
             # Its digest and schema are computed from the data: by the trial logger, while
             # the first trials run.
@@ -240,13 +244,15 @@ def run_sweep(
         # budget the families end together, so they are drawn at the end.)
         spawned = SPAWNED_ENV in os.environ
         draw_early = budget_deadline is None and not spawned
-        drawer = Drawer(config.storage, processes=_drawing_processes(),
-                        spare_core=_spare_core(config))
+        drawer = prestarted.take_drawer() if prestarted is not None else None
+        if drawer is None:
+            drawer = Drawer(config.storage, processes=drawing_processes(),
+                            spare_core=spare_core(config))
         ahead: Ahead | None = None
         try:
             if draw_early:
                 drawer.start()
-            if draw_early and _spare_core(config):
+            if draw_early and spare_core(config):
                 # With a core to spare, the helpers warm model logging up and prepare the
                 # leading family's champion as the families complete (sweeper.ahead); beside
                 # busy workers that would take the workers' time.
@@ -403,7 +409,7 @@ def run_champion(
                 tracker.finish_family(run_id, result.best, counts=result.counts,
                                       error=result.first_error)
             results.append(result)
-        drawer = Drawer(storage_url, processes=_drawing_processes())
+        drawer = Drawer(storage_url, processes=drawing_processes())
         timings: dict[str, float] = {}
         try:
             champion = _settle_champion(
@@ -514,6 +520,7 @@ class _Worker:
         dataset: Dataset,
         out: TextIO,
         interruption: _Interruption,
+        prestarted: Prestarted | None = None,
     ) -> None:
         self.out = out
         self.interruption = interruption
@@ -524,7 +531,7 @@ class _Worker:
         self.dataset = dataset
         #: Where trial runs are logged (see _trial_logs); the thread runs this process's own
         #: background calls (warming up model logging).
-        self.trial_logs = _trial_logs(tracker, config)
+        self.trial_logs = _trial_logs(tracker, config, prestarted)
         self.logger = BackgroundLogger()
         self.heartbeat = ledger.Heartbeat(storage)
         self.current: tuple[_FamilyWork, int] | None = None
@@ -788,8 +795,11 @@ def _finished_as(result: FamilyResult) -> tuple[Any, ...]:
     )
 
 
-def _trial_logs(tracker: SweepTracker, config: SweepConfig) -> TrialLogProcess | TrialLogThread:
-    """A helper process when this machine has a core to spare for it, else a thread.
+def _trial_logs(
+    tracker: SweepTracker, config: SweepConfig, prestarted: Prestarted | None = None
+) -> TrialLogProcess | TrialLogThread:
+    """A helper process when this machine has a core to spare for it (the ``prestarted`` one
+    where there is one), else a thread.
 
     The process takes MLflow's client off the trials' GIL: with 1 worker on 2 cores the trials
     took 1.07x their untracked time, against 1.14x with the thread (bench/run.py). When every
@@ -797,15 +807,11 @@ def _trial_logs(tracker: SweepTracker, config: SweepConfig) -> TrialLogProcess |
     of the cores cost more than that: the default sweep on 2 cores took 43.7 and 51.5 s with
     the thread, 53.3 and 54.9 s with the process, in alternating runs.
     """
-    if _spare_core(config):
-        return TrialLogProcess(mlflow.get_tracking_uri(), tracker, niceness=_LOGGER_NICENESS)
+    if spare_core(config):
+        helper = prestarted.take_trial_logger() if prestarted is not None else None
+        return TrialLogProcess(mlflow.get_tracking_uri(), tracker, niceness=LOGGER_NICENESS,
+                               helper=helper)
     return TrialLogThread(tracker)
-
-
-def _spare_core(config: SweepConfig) -> bool:
-    """Whether this command's workers leave a core of this machine free for its helpers."""
-    workers = int(os.environ.get(_WORKERS_ENV, config.workers))  # the command's, all together
-    return workers < len(os.sched_getaffinity(0))
 
 
 def _settle_champion(
@@ -972,16 +978,6 @@ def _best_value(study: optuna.Study) -> float:
 _DEADLINE_ENV = "SWEEP_BUDGET_ENDS_AT"
 
 
-#: The number of worker processes of the command that spawned a worker.
-_WORKERS_ENV = "SWEEP_COMMAND_WORKERS"
-
-
-def _drawing_processes() -> int:
-    """Drawing helpers once the trials are done: one per core (the trials no longer need
-    them), at most one per plot job that can run at once."""
-    return max(1, min(os.cpu_count() or 1, 4))
-
-
 def _budget_deadline(config: SweepConfig) -> float | None:
     """The monotonic deadline of the whole-sweep time budget, or ``None`` without one."""
     if config.time_budget <= 0:
@@ -1013,7 +1009,7 @@ def _spawn_workers(
     env = dict(os.environ)
     env.pop("MLFLOW_RUN_ID", None)
     env[SPAWNED_ENV] = str(os.getpid())
-    env[_WORKERS_ENV] = str(config.workers)
+    env[WORKERS_ENV] = str(config.workers)
     env["MLFLOW_EXPERIMENT_ID"] = experiment_id
     env.pop("MLFLOW_EXPERIMENT_NAME", None)
     if deadline is not None:

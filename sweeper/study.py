@@ -22,7 +22,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper import ledger
-from sweeper import objective as attrs
+from sweeper import trial_attrs as attrs
 from sweeper.errors import SweepError
 
 #: Where the sweep keeps its studies when ``storage`` is empty: a journal file, which (unlike

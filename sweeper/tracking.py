@@ -8,6 +8,7 @@ source tags (user, source name and type, git commit) so every run says who ran w
 
 from __future__ import annotations
 
+import concurrent.futures
 import fcntl
 import importlib
 import json
@@ -30,10 +31,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from sweeper import objective as attrs
+from sweeper import trial_attrs as attrs
 from sweeper.connections import close_after_each_request
 from sweeper.ledger import ATTR_KILLED
-from sweeper.processes import lowered_priority
+from sweeper.prestart import start_trial_logger
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -442,25 +443,28 @@ class TrialLogProcess:
         tracker: The sweep's tracker in this process (its root run, experiment and tags).
         niceness: Added to the helper's CPU niceness before it imports anything, so that
             where the scheduler puts it beside a trial, the trial keeps most of the core.
+        helper: The helper process, already started (:func:`sweeper.prestart.start_trial_logger`,
+            before the command's imports); else one is started now, at ``niceness``. Closed
+            with this logger.
     """
 
-    def __init__(self, tracking_uri: str, tracker: SweepTracker, *, niceness: int = 0) -> None:
-        import concurrent.futures
-        import multiprocessing
-
-        # Everything the helper's tracker needs is passed in: the helper makes no request
-        # before its first trial, so a tracking server that is away fails a trial's logging
-        # (reported by flush), not the helper's start-up.
-        self._pool = concurrent.futures.ProcessPoolExecutor(
-            1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=lowered_priority,
-            initargs=(niceness, os.getpid(), _init_trial_logger.__module__,
-                      _init_trial_logger.__name__,
-                      tracking_uri, tracker.root_run_id, tracker.sweep_name,
-                      tracker.experiment_id, tracker.source_tags),
-        )
-        self._pending: list[concurrent.futures.Future[object]] = [self._pool.submit(os.getpid)]
+    def __init__(
+        self,
+        tracking_uri: str,
+        tracker: SweepTracker,
+        *,
+        niceness: int = 0,
+        helper: concurrent.futures.ProcessPoolExecutor | None = None,
+    ) -> None:
+        self._pool = helper if helper is not None else start_trial_logger(niceness)
+        # Everything the helper's tracker needs is passed in, with this process's environment
+        # (MLflow's settings, such as the HTTP retries, made after a prestarted helper
+        # started): the helper makes no request before its first trial, so a tracking server
+        # that is away fails a trial's logging (reported by flush), not the helper's set-up.
+        self._pending: list[concurrent.futures.Future[object]] = [self._pool.submit(
+            _init_trial_logger, dict(os.environ), tracking_uri, tracker.root_run_id,
+            tracker.sweep_name, tracker.experiment_id, tracker.source_tags,
+        )]
 
     def submit(self, family_run_id: str, family: str, trial: optuna.trial.FrozenTrial) -> None:
         """Queue the run of a finished trial; then raise the first error an earlier one hit
@@ -526,24 +530,36 @@ class TrialLogThread:
 _process_tracker: SweepTracker | None = None
 
 
-def _init_trial_logger(
-    tracking_uri: str,
-    root_run_id: str,
-    sweep_name: str,
-    experiment_id: str,
-    source_tags: Mapping[str, str],
-) -> None:
+def start_trial_logger_helper() -> None:
+    """Initializer of the trial logger's helper process (after
+    :func:`sweeper.processes.lowered_priority`, which imported this module and MLflow with
+    it): import the tracking store's code too, then wait for :func:`_init_trial_logger`."""
     import atexit
     import signal
 
     # Ctrl-C reaches the whole process group: the sweep decides. (The helper dies with the
     # sweep: lowered_priority saw to that before the imports.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    close_after_each_request(tracking_uri)
     # Exit as a forked child does, without tearing the interpreter down: with MLflow loaded
     # that teardown takes 0.8 s (measured), and the sweep waits for the helper to exit. Every
     # run is logged by then (the sweep flushes before it stops the helper).
     atexit.register(os._exit, 0)
+    import_tracking_store()  # the store of this environment's MLflow tracking URI
+
+
+def _init_trial_logger(
+    environ: Mapping[str, str],
+    tracking_uri: str,
+    root_run_id: str,
+    sweep_name: str,
+    experiment_id: str,
+    source_tags: Mapping[str, str],
+) -> None:
+    """The helper's first job: take the sweep's environment and make its tracker."""
+    os.environ.clear()
+    os.environ.update(environ)
+    import_tracking_store(tracking_uri)  # imported already, unless the URI changed since
+    close_after_each_request(tracking_uri)
     global _process_tracker
     _process_tracker = SweepTracker(
         MlflowClient(tracking_uri), root_run_id, sweep_name,

@@ -29,9 +29,10 @@ from sweeper.champion import prepare_model, refit, select_champion, warm_up_mode
 from sweeper.config import SweepConfig
 from sweeper.data import Split, load_dataset, split_dataset
 from sweeper.drawing import Drawer
-from sweeper.objective import ATTR_CONFIG, config_of
+from sweeper.prestart import for_command
 from sweeper.study import FamilyResult
 from sweeper.tracking import SweepTracker
+from sweeper.trial_attrs import ATTR_CONFIG, config_of
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -310,7 +311,7 @@ def test_sweeps_register_the_same_champion_prepared_ahead_or_not(
     in_process: Path, insurance_csv: Path, caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if not runner._spare_core(SweepConfig(n_workers=1)):
+    if not runner.spare_core(SweepConfig(n_workers=1)):
         pytest.skip("one core: nothing is prepared ahead")
     # The champion's family first: it leads when the other completes, so it is prepared.
     hit, was_hit = _sweep("random_forest,elastic_net", insurance_csv, "hit", caplog)
@@ -397,7 +398,7 @@ def test_family_runs_are_finished_as_their_trials_end_not_at_the_end(
     # One worker: the trial logger (a helper process with a core to spare, else a thread)
     # finishes each family's run after its trial runs; the end finds nothing changed and
     # makes no call of its own for them.
-    monkeypatch.setattr(runner, "_spare_core", lambda config: spare_core)
+    monkeypatch.setattr(runner, "spare_core", lambda config: spare_core)
     calls = _record_finishes(monkeypatch)
     outcome, _ = _sweep("elastic_net,random_forest", insurance_csv, f"early-{spare_core}", caplog)
     run_ids = [result.run_id for result in outcome.results]
@@ -419,7 +420,7 @@ def test_a_family_that_changed_after_its_run_was_finished_is_finished_again(
 ) -> None:
     # Between finishing a family early and the end, its study gets a better trial (another
     # worker's, say): the end finishes the run again, with the new best.
-    monkeypatch.setattr(runner, "_spare_core", lambda config: False)  # calls seen here
+    monkeypatch.setattr(runner, "spare_core", lambda config: False)  # calls seen here
     calls = _record_finishes(monkeypatch)
     drain = runner._Worker.drain
     added: list[int] = []
@@ -453,7 +454,7 @@ def test_the_champion_is_registered_while_the_trial_logger_logs_the_last_runs(
 ) -> None:
     # The last trial's run and the last family's finish are still queued when the trials
     # end: the champion is registered meanwhile, and the sweep ends once they are logged.
-    monkeypatch.setattr(runner, "_spare_core", lambda config: False)  # the logger: a thread
+    monkeypatch.setattr(runner, "spare_core", lambda config: False)  # the logger: a thread
     registered = threading.Event()
     log_and_register = runner.log_and_register
     log_finished = SweepTracker.log_finished
@@ -497,7 +498,7 @@ def test_a_family_finish_the_logger_fails_after_the_trials_fails_the_sweep_and_i
     # The last family's finish, queued on the trial logger, fails (the tracking store went
     # away): the sweep raises that error once the logger is waited for, and closes the
     # families' runs as FAILED (a resume logs what is missing).
-    monkeypatch.setattr(runner, "_spare_core", lambda config: False)  # the logger: a thread
+    monkeypatch.setattr(runner, "spare_core", lambda config: False)  # the logger: a thread
     finish = SweepTracker.finish_family
 
     def failing(self: SweepTracker, run_id: str, best: Any, **kwargs: Any) -> None:
@@ -516,3 +517,38 @@ def test_a_family_finish_the_logger_fails_after_the_trials_fails_the_sweep_and_i
         for run in client.search_runs(experiments, "tags.`sweep.role` = 'family'")
     }
     assert families == {"elastic_net": "FAILED", "random_forest": "FAILED"}
+
+
+def test_a_sweep_takes_the_helpers_its_command_prestarted(
+    in_process: Path, insurance_csv: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As sweep.py does with one worker on a machine of 2 cores or more: the trial logger and
+    # the drawing helpers start before the command's imports, and the sweep works with them.
+    config = SweepConfig(
+        n_trials=3, families="random_forest,elastic_net", data=str(insurance_csv), cv_folds=3,
+        n_workers=1, sweep_name="prestarted", verbose=0,
+    )
+    if not runner.spare_core(config):
+        pytest.skip("one core: no helper processes")
+    prestarted = for_command(config)
+    try:
+        with caplog.at_level(logging.INFO, logger="sweeper.runner"):
+            outcome = runner.run_sweep(config, out=_Null(), prestarted=prestarted)
+        assert prestarted.take_trial_logger() is None and prestarted.take_drawer() is None
+    finally:
+        prestarted.close()
+    # The prestarted drawing helpers prepared the leader ahead.
+    assert any("was prepared while the last families ran" in m for m in caplog.messages)
+    client = mlflow.MlflowClient()
+    for result in outcome.results:
+        runs = SweepTracker(client, outcome.root_run_id, "prestarted").trial_runs(result.run_id)
+        assert sorted(runs) == [0, 1, 2]
+        finished = [r for r in runs.values() if r.info.status == "FINISHED"]
+        assert len(finished) == result.n_complete and len(runs) == sum(result.counts.values())
+        assert all("rmse" in r.data.metrics for r in finished)
+        assert client.get_run(result.run_id).info.status == "FINISHED"
+        plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+        assert "plots/optimization_history.png" in plots, (result.family, plots)
+    assert outcome.champion is not None and outcome.champion.version == "1"
+    (dataset,) = client.get_run(outcome.root_run_id).inputs.dataset_inputs
+    assert dataset.dataset.name == "insurance"

@@ -20,17 +20,8 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from objectives import FAMILIES, Family
 from sweeper.data import Split, load_dataset, split_dataset
-from sweeper.objective import (
-    ATTR_CONFIG,
-    ATTR_ERROR,
-    ATTR_FOLD_RMSE,
-    ATTR_MAE,
-    ATTR_R2,
-    FamilyObjective,
-    cross_validate,
-    prepare_folds,
-    regression_scores,
-)
+from sweeper.objective import FamilyObjective, cross_validate, prepare_folds, regression_scores
+from sweeper.trial_attrs import ATTR_CONFIG, ATTR_ERROR, ATTR_FOLD_RMSE, ATTR_MAE, ATTR_R2
 
 families = pytest.mark.parametrize("family", list(FAMILIES.values()), ids=list(FAMILIES))
 

@@ -8,12 +8,14 @@ The whole path (a real SIGKILL between telling and logging, then a resume) is
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -22,8 +24,9 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper import ledger, orphans, tracking
-from sweeper import objective as attrs
+from sweeper import ledger, orphans
+from sweeper import trial_attrs as attrs
+from sweeper.processes import lowered_priority
 from sweeper.study import open_storage
 from sweeper.tracking import BackgroundLogger, SweepTracker, TrialLogProcess
 
@@ -217,7 +220,7 @@ def test_the_trial_logging_process_logs_runs_in_order_and_ignores_ctrl_c(
         study.add_trial(_trial(ME, value=value))
     logs = TrialLogProcess(tracking_uri, tracker)
     try:
-        helper = logs._pending[0].result(timeout=60)  # the pid of the helper, once started
+        helper = logs._pool.submit(os.getpid).result(timeout=60)  # the helper's, once started
         os.kill(helper, signal.SIGINT)  # Ctrl-C reaches the whole process group
         for trial in study.get_trials(deepcopy=False):
             logs.submit(family_run, "elastic_net", trial)
@@ -255,12 +258,14 @@ def test_a_trial_logging_process_that_cannot_log_fails_the_flush(
 
 def test_a_trial_logging_process_that_cannot_start_fails_the_flush(
     family: tuple[optuna.storages.BaseStorage, optuna.Study, SweepTracker, str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, _, tracker, _ = family
-    # An initializer that fails (a broken installation): every logging call fails at once.
-    monkeypatch.setattr(tracking, "_init_trial_logger", _failing_init)
-    logs = TrialLogProcess("sqlite:///unused.db", tracker)
+    # A helper whose imports fail (a broken installation): every logging call fails at once.
+    helper = ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"), initializer=lowered_priority,
+        initargs=(0, os.getpid(), "sweeper.no_such_module", "start"),
+    )
+    logs = TrialLogProcess("sqlite:///unused.db", tracker, helper=helper)
     with pytest.raises(BrokenProcessPool):
         logs.submit("family-run", "elastic_net", _trial(ME))
         logs.flush()
@@ -268,10 +273,6 @@ def test_a_trial_logging_process_that_cannot_start_fails_the_flush(
     with pytest.raises(BrokenProcessPool):
         logs.submit("family-run", "elastic_net", _trial(ME))
     logs.close()
-
-
-def _failing_init(*args: object) -> None:
-    raise ImportError("a broken installation")
 
 
 @pytest.mark.parametrize(
@@ -286,23 +287,23 @@ def test_trial_runs_are_logged_from_a_process_only_with_a_core_to_spare(
     spawned_by: str | None,
     expected: str,
 ) -> None:
-    from sweeper import runner
+    from sweeper import prestart, runner
     from sweeper.config import SweepConfig
 
     _, _, tracker, _ = family
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})  # 2 cores
     if spawned_by is not None:
-        monkeypatch.setenv(runner._WORKERS_ENV, spawned_by)
+        monkeypatch.setenv(prestart.WORKERS_ENV, spawned_by)
     else:
-        monkeypatch.delenv(runner._WORKERS_ENV, raising=False)
+        monkeypatch.delenv(prestart.WORKERS_ENV, raising=False)
     logs = runner._trial_logs(tracker, SweepConfig(n_workers=n_workers))
     try:
         assert type(logs).__name__ == expected
         if isinstance(logs, TrialLogProcess):
             # Niced from its start: it yields to a trial that shares its core.
             niceness = logs._pool.submit(os.nice, 0).result(timeout=60)
-            assert niceness == min(19, os.nice(0) + runner._LOGGER_NICENESS)
+            assert niceness == min(19, os.nice(0) + prestart.LOGGER_NICENESS)
     finally:
         logs.close()
     # The drawing helpers start at the lowest priority on the same condition.
-    assert runner._spare_core(SweepConfig(n_workers=n_workers)) is (expected == "TrialLogProcess")
+    assert runner.spare_core(SweepConfig(n_workers=n_workers)) is (expected == "TrialLogProcess")

@@ -15,7 +15,15 @@ import pytest
 from conftest import ROOT
 
 from sweeper.config import SweepConfig
-from sweeper.prestart import SPAWNED_ENV, WAIT_FLAG, Prestarted, for_command
+from sweeper.prestart import (
+    LOGGER_NICENESS,
+    SPAWNED_ENV,
+    WAIT_FLAG,
+    WORKERS_ENV,
+    Prestarted,
+    drawing_processes,
+    for_command,
+)
 
 
 @pytest.fixture()
@@ -174,3 +182,73 @@ def test_a_prestarted_worker_imports_a_database_tracking_store_while_it_waits(
         sys.exit(sweep._work_when_handed())
     """, env, cwd=tmp_path) is imported
     assert list(tmp_path.iterdir()) == []  # imported, not opened: no store was created
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("n_workers", "time_budget", "helpers", "expected"),
+    [
+        (1, 0.0, True, ("trial logger", "drawer")),
+        (1, 30.0, True, ("trial logger",)),  # with a budget the families are drawn at the end
+        (1, 0.0, False, ()),  # the benchmark's untracked row
+        (2, 0.0, True, ()),  # every core runs a worker: the sweep starts its helpers itself
+    ],
+)
+def test_a_command_with_a_core_to_spare_prestarts_its_helpers(
+    n_workers: int, time_budget: float, helpers: bool, expected: tuple[str, ...],
+    script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})  # 2 cores
+    monkeypatch.delenv(SPAWNED_ENV, raising=False)
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    config = SweepConfig(n_workers=n_workers, time_budget=time_budget,
+                         storage=str(tmp_path / "journal.log"))
+    prestarted = for_command(config, script, helpers=helpers)
+    logger, drawer = prestarted.take_trial_logger(), prestarted.take_drawer()
+    try:
+        assert len(prestarted) == n_workers - 1
+        assert tuple(name for name, helper in (("trial logger", logger), ("drawer", drawer))
+                     if helper is not None) == expected
+        if logger is not None:
+            # Niced from its start, as the sweep starts it; taken once.
+            niceness = logger.submit(os.nice, 0).result(timeout=120)
+            assert niceness == min(19, os.nice(0) + LOGGER_NICENESS)
+            assert prestarted.take_trial_logger() is None
+        if drawer is not None:
+            assert drawer.spare_core and drawer.processes == drawing_processes()
+            assert drawer.submit(os.nice, 0).result(timeout=120) == 19
+            assert prestarted.take_drawer() is None
+    finally:
+        prestarted.close()
+        if logger is not None:
+            logger.shutdown(wait=True)
+        if drawer is not None:
+            drawer.close()
+
+
+def test_helpers_never_taken_are_stopped_by_close(
+    script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sweep failed before it took them (a bad input, say).
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv(SPAWNED_ENV, raising=False)
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    prestarted = for_command(SweepConfig(n_workers=1, storage=str(tmp_path / "journal.log")),
+                             script)
+    logger_pid = prestarted._trial_logger.submit(os.getpid).result(timeout=120)  # type: ignore[union-attr]
+    drawer = prestarted._drawer
+    assert drawer is not None
+    drawing_pid = drawer.submit(os.getpid).result(timeout=120)
+    directory = drawer.directory
+    assert directory.is_dir()
+    prestarted.close()
+    assert prestarted.take_trial_logger() is None and prestarted.take_drawer() is None
+    assert not _alive(logger_pid) and not _alive(drawing_pid)
+    assert not directory.exists()

@@ -22,8 +22,9 @@ from conftest import ROOT
 from objectives import FAMILIES
 from sweeper import report
 from sweeper.data import Split, load_dataset, split_dataset
-from sweeper.objective import ATTR_ERROR, FamilyObjective, config_of, regression_scores
+from sweeper.objective import FamilyObjective, regression_scores
 from sweeper.study import FamilyResult, summarize
+from sweeper.trial_attrs import ATTR_ERROR, config_of
 
 FAMILY_NAMES = ("elastic_net", "xgboost")
 PLOTS = ("optimization_history.png", "param_importances.png", "parallel_coordinate.png")

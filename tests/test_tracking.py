@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper import objective as attrs
+from sweeper import trial_attrs as attrs
 from sweeper.tracking import SweepTracker, source_tags_of
 
 
@@ -179,3 +180,58 @@ def test_the_trial_logger_logs_the_training_dataset_on_the_root_run_without_a_wa
     assert {c["name"] for c in schema["mlflow_colspec"]} == set(frame.columns)
     assert [t.value for t in logged.tags if t.key == "mlflow.data.context"] == ["training"]
     assert "UserWarning" not in capfd.readouterr().err
+
+
+def test_the_trial_logger_imports_none_of_the_estimators(tmp_path: Path) -> None:
+    """The trial logger process imports the sweep's script (as a spawned process does),
+    :mod:`sweeper.tracking` and the store, and unpickles finished trials: none of that may pull
+    in scikit-learn (1.5 s of CPU, beside the first trials) or the other estimators' and
+    drawing libraries."""
+    import subprocess
+    import sys
+
+    code = f"""
+import pickle, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+import sweep  # what a spawned helper imports first: the main script, as __mp_main__
+import sweeper.tracking
+from mlflow import MlflowClient
+MlflowClient({f"sqlite:///{tmp_path / 'mlflow.db'}"!r}).search_experiments(max_results=1)
+pickle.loads({pickle.dumps(_best(0.5))!r})
+print(sorted(m for m in ("sklearn", "xgboost", "matplotlib", "objectives") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_prestarted_trial_logger_logs_with_the_sweeps_environment(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper started before the sweep's MLflow settings were made (before the command's
+    imports) logs with them: the sweep hands its environment over with the runs to log."""
+    import os
+
+    from sweeper import tracking
+    from sweeper.prestart import start_trial_logger
+
+    monkeypatch.delenv("SWEEP_TEST_HANDED", raising=False)
+    helper = start_trial_logger(niceness=0)
+    monkeypatch.setenv("SWEEP_TEST_HANDED", "yes")  # as _prepare_tracking sets MLflow's retries
+    client = MlflowClient()
+    root = client.create_run("0").info.run_id
+    tracker = SweepTracker(client, root, "s", experiment_id="0", source_tags={})
+    family_run = tracker.create_family_run("elastic_net", "s-elastic_net")
+    logs = tracking.TrialLogProcess(tracking_uri, tracker, helper=helper)
+    try:
+        trial = _best(0.5)
+        logs.submit(family_run, "elastic_net", trial)
+        logs.flush()
+        assert helper.submit(os.getenv, "SWEEP_TEST_HANDED").result(timeout=60) == "yes"
+    finally:
+        logs.close()
+    (run,) = tracker.trial_runs(family_run).values()
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["rmse"] == 0.5
+    assert run.data.params == {"alpha": "0.5", "selection": "cyclic"}
