@@ -44,8 +44,8 @@ def die_with_parent(parent: int | None = None, signum: int = signal.SIGTERM) -> 
 
 def lowered_priority(niceness: int, parent: int, module: str, function: str, *args: Any) -> None:
     """Initializer of a helper process started by ``parent`` (a pid): die with it (see
-    :func:`die_with_parent`), add ``niceness`` to the helper's CPU niceness, then import
-    ``module`` and call its ``function(*args)``.
+    :func:`die_with_parent`), ignore Ctrl-C, add ``niceness`` to the helper's CPU niceness, then
+    import ``module`` and call its ``function(*args)``.
 
     Passed to an executor instead of the helper's own initializer so that both hold from the
     start: a spawned helper imports its initializer's module before calling it, and a
@@ -54,6 +54,9 @@ def lowered_priority(niceness: int, parent: int, module: str, function: str, *ar
     running on their own). This module imports nothing heavy.
     """
     die_with_parent(parent)
+    # Ctrl-C reaches the whole process group: the sweep decides what happens to its helpers
+    # (a helper interrupted in its imports would print a traceback and break its executor).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if niceness:
         os.nice(niceness)
     import importlib

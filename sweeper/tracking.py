@@ -535,14 +535,11 @@ def start_trial_logger_helper() -> None:
     :func:`sweeper.processes.lowered_priority`, which imported this module and MLflow with
     it): import the tracking store's code too, then wait for :func:`_init_trial_logger`."""
     import atexit
-    import signal
 
-    # Ctrl-C reaches the whole process group: the sweep decides. (The helper dies with the
-    # sweep: lowered_priority saw to that before the imports.)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Exit as a forked child does, without tearing the interpreter down: with MLflow loaded
-    # that teardown takes 0.8 s (measured), and the sweep waits for the helper to exit. Every
-    # run is logged by then (the sweep flushes before it stops the helper).
+    # lowered_priority made the helper ignore Ctrl-C and die with the sweep before the
+    # imports. Exit as a forked child does, without tearing the interpreter down: with MLflow
+    # loaded that teardown takes 0.8 s (measured), and the sweep waits for the helper to exit.
+    # Every run is logged by then (the sweep flushes before it stops the helper).
     atexit.register(os._exit, 0)
     import_tracking_store()  # the store of this environment's MLflow tracking URI
 
