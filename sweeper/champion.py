@@ -239,8 +239,10 @@ def _save_arguments(prepared: PreparedModel, example: pd.DataFrame) -> dict[str,
     }
 
 
-def log_served_model(prepared: PreparedModel, *, input_example: pd.DataFrame) -> ModelInfo:
-    """Log the prepared model in the active run as :data:`MODEL_NAME_IN_RUN`.
+def log_served_model(
+    prepared: PreparedModel, *, input_example: pd.DataFrame, run_id: str
+) -> ModelInfo:
+    """Log the prepared model in run ``run_id`` as :data:`MODEL_NAME_IN_RUN`.
 
     The model carries the skops pipeline, the types skops must trust to load it (exactly
     those it needs), rows to check the compiled fast path against when it loads, the
@@ -252,6 +254,7 @@ def log_served_model(prepared: PreparedModel, *, input_example: pd.DataFrame) ->
         return Model.log(
             artifact_path=None,
             name=MODEL_NAME_IN_RUN,
+            run_id=run_id,
             flavor=_ServedFlavor(list(prepared.trusted)),
             # prepare_model served the input example from the same files already.
             validate_serving_input=False,
@@ -348,13 +351,16 @@ def log_and_register(
     """Log the ``prepared`` model on the champion's family run with its test metrics and
     register it as a new version of ``model_name`` with the alias ``champion``."""
     client = MlflowClient()
-    # log_model writes to the active run; resume the family run for it (nested under the root
-    # run the fluent stack holds), then close it again.
-    with mlflow.start_run(run_id=champion.run_id, nested=True):
-        mlflow.log_metrics(test_metrics)
-        # The served schema is the raw training columns. Integer columns stay integers:
-        # MLflow refuses to convert int64 requests to a float64 schema.
-        info = log_served_model(prepared, input_example=X_train.head(5))
+    # On the family run by its id, not by resuming it on the fluent run stack: that took
+    # four more requests (the run read twice, set RUNNING, then FINISHED again with a new end
+    # time), and a finished family run keeps its own end time. The test metrics come first:
+    # logging the model links the run's metrics to it.
+    client.log_batch(champion.run_id, metrics=[
+        mlflow.entities.Metric(key, value, _now_ms(), 0) for key, value in test_metrics.items()
+    ])
+    # The served schema is the raw training columns. Integer columns stay integers: MLflow
+    # refuses to convert int64 requests to a float64 schema.
+    info = log_served_model(prepared, input_example=X_train.head(5), run_id=champion.run_id)
     # Registered with the version tags that find_registered() looks for, in the same call.
     version = mlflow.register_model(
         info.model_uri, model_name, tags={TAG_VERSION_TRIAL: _trial_key(champion)}

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from sweeper.data import Split
 
 
-
 @dataclasses.dataclass(frozen=True)
 class CVScores:
     """Cross-validated scores of one configuration: means over the folds, and the fold RMSEs."""

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from functools import partial
@@ -286,6 +286,7 @@ def run_sweep(
             champion = None if spawned else _settle_champion(
                 results, families, storage, sweep_study, tracker, split, dataset, config,
                 model_name, root_run_id, drawer, timings, ahead,
+                family_finished=worker.trial_logs.family_finished,
             )
             worker.logged()
             if not is_root and not spawned:
@@ -828,9 +829,12 @@ def _settle_champion(
     drawer: Drawer,
     timings: dict[str, float],
     ahead: Ahead | None = None,
+    family_finished: Callable[[str], None] | None = None,
 ) -> ChampionModel:
     """Select the champion; register it once, however many workers get here. ``ahead`` holds
-    what was prepared while the last families ran (used when it is the champion's)."""
+    what was prepared while the last families ran (used when it is the champion's);
+    ``family_finished(run_id)`` waits until a family run finished in the background is
+    logged."""
     champion = select_champion(results)
     if champion.best is None:  # select_champion returns only families with a best trial
         raise RuntimeError("champion without a best trial")
@@ -888,6 +892,10 @@ def _settle_champion(
         prepared_model = prepare_model(
             model, X_train=split.X_train, directory=drawer.directory / "model"
         )
+    if family_finished is not None:
+        # Logging the model links the family run's metrics to it: its CV scores first (the
+        # trial logger may still be logging them when the champion is the last family).
+        family_finished(champion.run_id)
     registered_model = log_and_register(
         champion, prepared_model, test_metrics, X_train=split.X_train, model_name=model_name,
         root_run_id=root_run_id,

@@ -465,6 +465,7 @@ class TrialLogProcess:
             _init_trial_logger, dict(os.environ), tracking_uri, tracker.root_run_id,
             tracker.sweep_name, tracker.experiment_id, tracker.source_tags,
         )]
+        self._finishes: dict[str, concurrent.futures.Future[object]] = {}
 
     def submit(self, family_run_id: str, family: str, trial: optuna.trial.FrozenTrial) -> None:
         """Queue the run of a finished trial; then raise the first error an earlier one hit
@@ -475,10 +476,20 @@ class TrialLogProcess:
         if any(f.done() for f in self._pending):
             self.flush()
 
-    def finish_family(self, *args: Any, **kwargs: Any) -> None:
+    def finish_family(self, family_run_id: str, *args: Any, **kwargs: Any) -> None:
         """Queue :meth:`SweepTracker.finish_family` (its arguments), after the family's trial
         runs."""
-        self._pending.append(self._pool.submit(_tracker_call, "finish_family", *args, **kwargs))
+        finish = self._pool.submit(_tracker_call, "finish_family", family_run_id, *args,
+                                   **kwargs)
+        self._pending.append(finish)
+        self._finishes[family_run_id] = finish
+
+    def family_finished(self, family_run_id: str) -> None:
+        """Block until the family's finish queued here (if any) is logged, with the trial
+        runs queued before it; raise the error it hit."""
+        finish = self._finishes.get(family_run_id)
+        if finish is not None:
+            finish.result()
 
     def log_dataset(self, *args: Any, **kwargs: Any) -> None:
         """Queue :meth:`SweepTracker.log_dataset` (its arguments)."""
@@ -507,14 +518,32 @@ class TrialLogThread:
     def __init__(self, tracker: SweepTracker) -> None:
         self._tracker = tracker
         self._logger = BackgroundLogger()
+        self._finishes: dict[str, concurrent.futures.Future[None]] = {}
 
     def submit(self, family_run_id: str, family: str, trial: optuna.trial.FrozenTrial) -> None:
         """Queue the run of a finished trial (as :meth:`TrialLogProcess.submit`)."""
         self._logger.submit(lambda: self._tracker.log_finished(family_run_id, family, trial))
 
-    def finish_family(self, *args: Any, **kwargs: Any) -> None:
+    def finish_family(self, family_run_id: str, *args: Any, **kwargs: Any) -> None:
         """Queue :meth:`SweepTracker.finish_family` (as :meth:`TrialLogProcess.finish_family`)."""
-        self._logger.submit(lambda: self._tracker.finish_family(*args, **kwargs))
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def finish() -> None:
+            try:
+                self._tracker.finish_family(family_run_id, *args, **kwargs)
+            except BaseException as error:
+                done.set_exception(error)
+                raise  # for flush, too
+            done.set_result(None)
+
+        self._finishes[family_run_id] = done
+        self._logger.submit(finish)
+
+    def family_finished(self, family_run_id: str) -> None:
+        """As :meth:`TrialLogProcess.family_finished`."""
+        finish = self._finishes.get(family_run_id)
+        if finish is not None:
+            finish.result()
 
     def log_dataset(self, *args: Any, **kwargs: Any) -> None:
         """Queue :meth:`SweepTracker.log_dataset` (as :meth:`TrialLogProcess.log_dataset`)."""

@@ -453,7 +453,9 @@ def test_the_champion_is_registered_while_the_trial_logger_logs_the_last_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The last trial's run and the last family's finish are still queued when the trials
-    # end: the champion is registered meanwhile, and the sweep ends once they are logged.
+    # end: the champion (random_forest, not the last family: else its model waits for its
+    # family's finish, see ..._logged_on_its_family_run_by_id_...) is registered meanwhile,
+    # and the sweep ends once they are logged.
     monkeypatch.setattr(runner, "spare_core", lambda config: False)  # the logger: a thread
     registered = threading.Event()
     log_and_register = runner.log_and_register
@@ -469,7 +471,7 @@ def test_the_champion_is_registered_while_the_trial_logger_logs_the_last_runs(
     def last_run_waits_for_the_registration(
         self: SweepTracker, family_run_id: str, family: str, trial: Any
     ) -> str:
-        if (family, trial.number) == ("random_forest", 2):
+        if (family, trial.number) == ("elastic_net", 2):
             # Before: the sweep waited for this run before it registered the champion.
             events.append("waited" if registered.wait(20) else "timed out")
         run_id = log_finished(self, family_run_id, family, trial)
@@ -478,8 +480,9 @@ def test_the_champion_is_registered_while_the_trial_logger_logs_the_last_runs(
 
     monkeypatch.setattr(runner, "log_and_register", register)
     monkeypatch.setattr(SweepTracker, "log_finished", last_run_waits_for_the_registration)
-    outcome, _ = _sweep("elastic_net,random_forest", insurance_csv, "overlap", caplog)
-    assert events[-3:] == ["registered", "waited", "logged random_forest 2"]
+    outcome, _ = _sweep("random_forest,elastic_net", insurance_csv, "overlap", caplog)
+    assert outcome.champion is not None and outcome.champion.family == "random_forest"
+    assert events[-3:] == ["registered", "waited", "logged elastic_net 2"]
     client = mlflow.MlflowClient()
     for result in outcome.results:
         run = client.get_run(result.run_id)
@@ -552,3 +555,54 @@ def test_a_sweep_takes_the_helpers_its_command_prestarted(
     assert outcome.champion is not None and outcome.champion.version == "1"
     (dataset,) = client.get_run(outcome.root_run_id).inputs.dataset_inputs
     assert dataset.dataset.name == "insurance"
+
+
+@pytest.mark.parametrize("spare_core", [True, False], ids=["logger process", "logger thread"])
+def test_the_champion_is_logged_on_its_family_run_by_id_without_reopening_it(
+    in_process: Path, insurance_csv: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch, spare_core: bool,
+) -> None:
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    monkeypatch.setattr(runner, "spare_core", lambda config: spare_core)
+    # Every change of a run's status or end time made while the champion is logged and
+    # registered (the trial logger, a helper process or thread, is not seen here).
+    registering: list[bool] = [False]
+    changed: list[str] = []
+    for method in ("update_run", "set_terminated"):
+        original = getattr(TrackingServiceClient, method)
+
+        def recorded(self: Any, run_id: str, *args: Any, _original: Any = original,
+                     **kwargs: Any) -> Any:
+            if registering[0]:
+                changed.append(run_id)
+            return _original(self, run_id, *args, **kwargs)
+
+        monkeypatch.setattr(TrackingServiceClient, method, recorded)
+    log_and_register = runner.log_and_register
+
+    def registered(*args: Any, **kwargs: Any) -> Any:
+        registering[0] = True
+        try:
+            return log_and_register(*args, **kwargs)
+        finally:
+            registering[0] = False
+
+    monkeypatch.setattr(runner, "log_and_register", registered)
+    outcome, _ = _sweep("elastic_net", insurance_csv, f"by-id-{spare_core}", caplog)
+    champion = outcome.champion
+    assert champion is not None
+    # Logged by id: the family run was neither reopened nor closed again (as resuming it on
+    # the fluent run stack did, giving it the registration's end time).
+    assert changed == []
+    client = mlflow.MlflowClient()
+    run = client.get_run(champion.run_id)
+    model = client.get_logged_model(champion.model_uri.removeprefix("models:/"))
+    assert run.info.status == "FINISHED"
+    assert model.source_run_id == champion.run_id
+    assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
+    # The family's CV scores (its finish, queued on the trial logger: the champion is the last
+    # family here, so it was waited for) and then the test metrics were logged before the
+    # model, so they are the model's too.
+    assert run.data.metrics["test_rmse"] == pytest.approx(champion.test_rmse)
+    assert {m.key for m in model.metrics} >= {"test_rmse", "test_mae", "test_r2", "rmse"}
