@@ -88,7 +88,9 @@ def start_trial_logger(niceness: int = LOGGER_NICENESS) -> ProcessPoolExecutor:
 
 class Prestarted:
     """Worker processes waiting for work, started by :meth:`start`; each is handed work once
-    (:meth:`hand`), and :meth:`close` stops those that never were."""
+    (:meth:`hand`), and :meth:`close` stops those that never were. Also the command's helpers
+    started with them, each taken once by the sweep (:meth:`take_trial_logger`,
+    :meth:`take_drawer`) or stopped by :meth:`close`."""
 
     def __init__(
         self,
