@@ -10,7 +10,7 @@ and waits (:func:`wait_for_work`) until the sweep hands it its arguments and env
 Where the command's workers leave a core of the machine free, the command's helpers start here
 too, for the same reason: the trial logger process (:class:`sweeper.tracking.TrialLogProcess`,
 4 s of CPU to import MLflow and its SQL store) and the drawing helpers
-(:class:`sweeper.drawing.Drawer`, 2-3 s each for the estimators and matplotlib). Started by the
+(:class:`sweeper.drawing.Drawer`, 3.2-3.6 s each for the estimators and matplotlib). Started by the
 sweep, their imports ran on the free core while the first trials ran on the other, and slowed
 them; started here, they import while the command does, on a core that is idle then.
 

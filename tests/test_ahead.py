@@ -390,7 +390,14 @@ def _record_finishes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return calls
 
 
-@pytest.mark.parametrize("spare_core", [True, False], ids=["logger process", "logger thread"])
+@pytest.fixture(params=[True, False], ids=["logger process", "logger thread"])
+def spare_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Whether the sweep sees a core to spare: its trial logger is then a helper process,
+    else a thread."""
+    monkeypatch.setattr(runner, "spare_core", lambda config: request.param)
+    return bool(request.param)
+
+
 def test_family_runs_are_finished_as_their_trials_end_not_at_the_end(
     in_process: Path, insurance_csv: Path, caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch, spare_core: bool,
@@ -398,7 +405,6 @@ def test_family_runs_are_finished_as_their_trials_end_not_at_the_end(
     # One worker: the trial logger (a helper process with a core to spare, else a thread)
     # finishes each family's run after its trial runs; the end finds nothing changed and
     # makes no call of its own for them.
-    monkeypatch.setattr(runner, "spare_core", lambda config: spare_core)
     calls = _record_finishes(monkeypatch)
     outcome, _ = _sweep("elastic_net,random_forest", insurance_csv, f"early-{spare_core}", caplog)
     run_ids = [result.run_id for result in outcome.results]
@@ -557,14 +563,12 @@ def test_a_sweep_takes_the_helpers_its_command_prestarted(
     assert dataset.dataset.name == "insurance"
 
 
-@pytest.mark.parametrize("spare_core", [True, False], ids=["logger process", "logger thread"])
 def test_the_champion_is_logged_on_its_family_run_by_id_without_reopening_it(
     in_process: Path, insurance_csv: Path, caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch, spare_core: bool,
 ) -> None:
     from mlflow.tracking._tracking_service.client import TrackingServiceClient
 
-    monkeypatch.setattr(runner, "spare_core", lambda config: spare_core)
     # Every change of a run's status or end time made while the champion is logged and
     # registered (the trial logger, a helper process or thread, is not seen here).
     registering: list[bool] = [False]
