@@ -210,15 +210,20 @@ def for_command(
     if SPAWNED_ENV in os.environ:
         return Prestarted()
     trial_logger, drawer = None, None
-    if helpers and spare_core(config):
-        trial_logger = start_trial_logger()
-        if config.time_budget <= 0:
-            from sweeper.drawing import Drawer  # light: its helpers import what drawing needs
+    try:
+        if helpers and spare_core(config):
+            trial_logger = start_trial_logger()
+            if config.time_budget <= 0:
+                from sweeper.drawing import Drawer  # light: its helpers import what they need
 
-            drawer = Drawer(config.storage, processes=drawing_processes(), spare_core=True)
-            drawer.start()
-    return Prestarted.start(config.workers - 1, script, trial_logger=trial_logger,
-                            drawer=drawer)
+                drawer = Drawer(config.storage, processes=drawing_processes(), spare_core=True)
+                drawer.start()
+        return Prestarted.start(config.workers - 1, script, trial_logger=trial_logger,
+                                drawer=drawer)
+    except BaseException:
+        # A worker that could not start: stop the helpers started before it.
+        Prestarted(trial_logger=trial_logger, drawer=drawer).close()
+        raise
 
 
 def wait_for_work() -> list[str] | None:

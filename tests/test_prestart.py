@@ -252,3 +252,36 @@ def test_helpers_never_taken_are_stopped_by_close(
     assert prestarted.take_trial_logger() is None and prestarted.take_drawer() is None
     assert not _alive(logger_pid) and not _alive(drawing_pid)
     assert not directory.exists()
+
+
+def test_helpers_are_stopped_when_a_worker_cannot_start(
+    script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sweeper import prestart
+    from sweeper.drawing import Drawer
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})  # 2 workers, 4 cores
+    monkeypatch.delenv(SPAWNED_ENV, raising=False)
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    started: list[Any] = []
+    start_trial_logger = prestart.start_trial_logger
+    monkeypatch.setattr(prestart, "start_trial_logger",
+                        lambda: started.append(start_trial_logger()) or started[-1])
+    drawer_start = Drawer.start
+
+    def recorded_start(self: Drawer) -> Any:
+        started.append(self)
+        return drawer_start(self)
+
+    monkeypatch.setattr(Drawer, "start", recorded_start)
+
+    def no_fork(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("[Errno 11] Resource temporarily unavailable")
+
+    monkeypatch.setattr(prestart, "start_worker", no_fork)
+    with pytest.raises(OSError, match="Resource temporarily unavailable"):
+        for_command(SweepConfig(n_workers=2, storage=str(tmp_path / "journal.log")), script)
+    logger, drawer = started
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        logger.submit(os.getpid)  # stopped
+    assert drawer._pool is None and drawer._dir is None  # stopped, its directory removed
