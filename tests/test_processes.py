@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -15,8 +16,12 @@ from sweeper.processes import lowered_priority
 def test_a_helper_is_niced_before_it_imports_its_initializer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    events: list[tuple[str, object]] = []
+    events: list[tuple[object, ...]] = []
     monkeypatch.setattr(os, "nice", lambda increment: events.append(("nice", increment)))
+    # Recorded, not made: ignoring Ctrl-C here would ignore it in this test process (and in
+    # every later test that sends SIGINT).
+    monkeypatch.setattr(signal, "signal",
+                        lambda signum, handler: events.append(("signal", signum, handler)))
     (tmp_path / "heavy_helper_init.py").write_text(
         "import os\n"
         "os.nice(0)  # recorded when the module is imported\n"
@@ -26,10 +31,12 @@ def test_a_helper_is_niced_before_it_imports_its_initializer(
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "heavy_helper_init", raising=False)
     lowered_priority(10, os.getppid(), "heavy_helper_init", "start", "a", "b")
-    assert events == [("nice", 10), ("nice", 0), ("nice", 102)]
+    # Ctrl-C ignored and niced, both before the module is imported.
+    ignore_ctrl_c = ("signal", signal.SIGINT, signal.SIG_IGN)
+    assert events == [ignore_ctrl_c, ("nice", 10), ("nice", 0), ("nice", 102)]
     events.clear()
     lowered_priority(0, os.getppid(), "heavy_helper_init", "start")  # no niceness: no call
-    assert events == [("nice", 100)]
+    assert events == [ignore_ctrl_c, ("nice", 100)]
 
 
 #: A sweep-like parent: starts a helper whose initializer's module takes 3 s to import (like
@@ -50,7 +57,6 @@ time.sleep(60)
 
 
 def test_a_helper_dies_with_a_sweep_killed_while_it_was_starting(tmp_path: Path) -> None:
-    import signal
     import subprocess
     import time
 
