@@ -835,6 +835,13 @@ def _settle_champion(
     what was prepared while the last families ran (used when it is the champion's);
     ``family_finished(run_id)`` waits until a family run finished in the background is
     logged."""
+    if config.time_budget > 0 and not any(r.best is not None or r.first_error for r in results):
+        # Nothing failed: the budget ended before a trial could (set-up counts toward it).
+        raise SweepError(
+            f"time_budget: no trial completed within {config.time_budget:g} s of the sweep's "
+            "start (its set-up included); give a larger time_budget, or resume the sweep "
+            f"(sweep_name={sweep_study.study_name}) to run the trials left waiting"
+        )
     champion = select_champion(results)
     if champion.best is None:  # select_champion returns only families with a best trial
         raise RuntimeError("champion without a best trial")
