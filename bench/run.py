@@ -204,6 +204,24 @@ def tracking_rows(size: dict[str, Any], tmp: Path) -> tuple[list[Result], dict[s
     return merged, log_rows
 
 
+def budget_row(size: dict[str, Any], tmp: Path) -> Result:
+    """The sweep with ``time_budget``, ``repeats`` times; the row is the repeat with the median
+    best CV RMSE. Which trials fit in a budget depends on how fast the machine runs from one
+    second to the next, so one run's best CV RMSE moves by about ±0.5 % (21 runs of one commit
+    in a row: 4,493.5 to 4,536.2), as much as the target's margin."""
+    label = f"this sweep, time_budget={size['budget']:.0f}, SQLite"
+    runs = [run_row("budget", f"{label} #{repeat}", sweep_spec(size, time_budget=size["budget"]),
+                    tmp / f"budget-{repeat}", sqlite_uri(tmp / f"budget-{repeat}"))
+            for repeat in range(size["repeats"])]
+    failed = [r for r in runs if not r.ok]
+    if failed:
+        return Result("budget", label, failed[0].data, error=failed[0].error)
+    # The median repeat (the upper one for an even count), whole: its time, trials and test RMSE.
+    chosen = sorted(runs, key=lambda r: r.get("cv_rmse"))[len(runs) // 2]
+    data = dict(chosen.data, budget=size["budget"], all_cv_rmse=[r.get("cv_rmse") for r in runs])
+    return Result("budget", label, data, process_seconds=chosen.process_seconds)
+
+
 def serving_row(model_uri: str, tracking_uri: str, size: dict[str, Any], tmp: Path,
                 X: Any) -> dict[str, Any]:
     """``mlflow models serve`` of the champion: single-row latency and batch throughput.
@@ -379,6 +397,8 @@ def table(results: list[Result]) -> str:
             notes.append(f"{r.get('pruned')} pruned")
         if r.get("all_seconds") and len(r.get("all_seconds")) > 1:
             notes.append("median of " + ", ".join(f"{s:.1f}" for s in r.get("all_seconds")))
+        if r.get("all_cv_rmse") and len(r.get("all_cv_rmse")) > 1:
+            notes.append("median best CV of " + ", ".join(f"{v:,.1f}" for v in r.get("all_cv_rmse")))
         if r.get("flaml_reported_cv") is not None:
             notes.append(f"FLAML's own CV {r.get('flaml_reported_cv'):,.1f} on the same folds")
         if r.get("phases"):
@@ -428,9 +448,13 @@ def targets(by: dict[str, Result], serving: dict[str, Any] | None, smoke: bool) 
                    f"{verdict(ratio <= 0.5 and cv <= 0.005)} |")
     if ok("budget", "flaml"):
         ours, theirs = by["budget"].get("cv_rmse"), by["flaml"].get("cv_rmse")
+        repeats = by["budget"].get("all_cv_rmse") or []
+        each = (f"; repeats {', '.join(f'{v:,.1f}' for v in repeats)}, "
+                f"{sum(v <= theirs for v in repeats)} of {len(repeats)} ≤ FLAML's"
+                if len(repeats) > 1 else "")
         out.append(f"| 3. time_budget={by['budget'].get('budget', '')} CV ≤ FLAML's | "
-                   f"{ours:,.1f} vs {theirs:,.1f} ({ours / theirs - 1:+.2%}) | "
-                   f"{verdict(ours <= theirs)} |")
+                   f"{ours:,.1f} vs {theirs:,.1f} ({ours / theirs - 1:+.2%}; the median of "
+                   f"{max(1, len(repeats))}{each}) | {verdict(ours <= theirs)} |")
     if ok("sweep", "no_pruning"):
         on, off = by["sweep"], by["no_pruning"]
         saved = 1 - on.get("seconds") / off.get("seconds")
@@ -629,11 +653,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run_row("flaml", f"FLAML AutoML, {size['flaml_budget']:.0f} s budget, same folds",
                                    {"kind": "flaml", "budget": size["flaml_budget"]}, tmp / "flaml"))
         if "budget" in only:
-            budget = run_row("budget", f"this sweep, time_budget={size['budget']:.0f}, SQLite",
-                             sweep_spec(size, time_budget=size["budget"]), tmp / "budget",
-                             sqlite_uri(tmp / "budget"))
-            budget.data["budget"] = size["budget"]
-            results.append(budget)
+            results.append(budget_row(size, tmp))
         if "serving" in only:
             if sweep is not None and sweep.ok:
                 print("[bench] serving ...", file=sys.stderr, flush=True)
@@ -671,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
             "the clock starts (started before the imports, as sweep.py starts them), the drain "
             "and the champion's refit, model logging and registration. Tracking rows: "
             f"{size['tracking_trials']} trials × {size['tracking_families']} families, 1 worker, "
-            f"median of {size['repeats']} interleaved repeats.")
+            f"median of {size['repeats']} interleaved repeats. Time-budget row: the repeat with "
+            f"the median best CV RMSE of {size['repeats']}.")
     text = "\n".join([head, "", table(results), "", *targets(by, serving, args.smoke), "",
                       *split_text(by), *logging_text(log_rows), *serving_text(serving)]) + "\n"
     print(text)

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,13 +128,18 @@ def test_interference_bench_times_a_trial_beside_each_kind_of_work(tmp_path: Pat
     assert list(scratch.iterdir()) == []
 
 
-def test_the_tracking_overhead_split_pairs_the_same_trials(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _bench_run(monkeypatch: pytest.MonkeyPatch) -> Any:
     spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
     run = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "bench_run", run)  # its dataclasses look themselves up
     spec.loader.exec_module(run)
+    return run
+
+
+def test_the_tracking_overhead_split_pairs_the_same_trials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = _bench_run(monkeypatch)
     Result, overhead_split = run.Result, run.overhead_split
 
     untracked = Result("tracking_none", "none", {
@@ -154,6 +160,54 @@ def test_the_tracking_overhead_split_pairs_the_same_trials(
         (1.1, 1.1, 1.0),
         (24.0 / 16.0, 1.0, 0.0),
     ]
+
+
+def test_the_time_budget_row_is_the_repeat_with_the_median_best_cv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _bench_run(monkeypatch)
+    repeats = iter([(4_530.0, 41.0), (4_500.0, 39.0), (4_515.0, 40.0)])
+    labels: list[str] = []
+
+    def fake_row(key: str, label: str, spec: dict[str, Any], workdir: Path,
+                 tracking_uri: str | None = None) -> Any:
+        labels.append(label)
+        assert spec["config"]["time_budget"] == 30.0
+        cv, seconds = next(repeats)
+        return run.Result(key, label, {"cv_rmse": cv, "seconds": seconds, "test_rmse": cv - 100})
+
+    monkeypatch.setattr(run, "run_row", fake_row)
+    budget = run.budget_row({**run.FULL, "repeats": 3}, tmp_path)
+    assert labels == [f"this sweep, time_budget=30, SQLite #{i}" for i in range(3)]
+    # The middle repeat, whole (its time and test RMSE with its CV), and every repeat's CV.
+    assert (budget.key, budget.label) == ("budget", "this sweep, time_budget=30, SQLite")
+    assert {k: budget.get(k) for k in ("cv_rmse", "seconds", "test_rmse", "budget")} == {
+        "cv_rmse": 4_515.0, "seconds": 40.0, "test_rmse": 4_415.0, "budget": 30.0}
+    assert budget.get("all_cv_rmse") == [4_530.0, 4_500.0, 4_515.0]
+    flaml = run.Result("flaml", "FLAML", {"cv_rmse": 4_520.7})
+    line = next(row for row in run.targets({"budget": budget, "flaml": flaml}, None, False)
+                if row.startswith("| 3."))
+    assert line == (
+        "| 3. time_budget=30.0 CV ≤ FLAML's | 4,515.0 vs 4,520.7 (-0.13%; the median of 3; "
+        "repeats 4,530.0, 4,500.0, 4,515.0, 2 of 3 ≤ FLAML's) | **met** |")
+    assert "median best CV of 4,530.0, 4,500.0, 4,515.0" in run.table([budget])
+
+
+def test_a_failed_time_budget_repeat_fails_the_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _bench_run(monkeypatch)
+    outcomes = iter([None, "sweep exited 2"])
+
+    def fake_row(key: str, label: str, spec: dict[str, Any], workdir: Path,
+                 tracking_uri: str | None = None) -> Any:
+        error = next(outcomes)
+        return run.Result(key, label, {} if error else {"cv_rmse": 4_500.0}, error=error)
+
+    monkeypatch.setattr(run, "run_row", fake_row)
+    budget = run.budget_row({**run.FULL, "repeats": 2}, tmp_path)
+    assert (budget.key, budget.error) == ("budget", "sweep exited 2")
+    assert "FAILED: sweep exited 2" in run.table([budget])
 
 
 def test_an_output_that_would_be_overwritten_by_the_json_is_refused(tmp_path: Path) -> None:
