@@ -593,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: every row runs, no speed claims")
     parser.add_argument("--only", default="", help=f"comma list of rows: {', '.join(ROWS)}")
-    parser.add_argument("--repeats", type=int, help="repeats of the tracking rows (median)")
+    parser.add_argument("--repeats", type=int, help="repeats of the tracking rows and of the time-budget row (median)")
     parser.add_argument("--output", type=Path, default=None,
                         help="where to write the markdown (default: bench/results.md; "
                              "--smoke writes nothing unless given)")
