@@ -27,8 +27,8 @@ class _Null:
         pass
 
 
-def _budget_sweep(tmp_path: Path, budget: float, n_trials: int, insurance_csv: Path
-                  ) -> runner.SweepOutcome:
+def _budget_sweep(budget: float, n_trials: int, insurance_csv: Path) -> runner.SweepOutcome:
+    """A one-worker sweep of elastic_net and random_forest in the working directory."""
     config = SweepConfig(
         n_trials=n_trials, families="elastic_net,random_forest", data=str(insurance_csv),
         cv_folds=3, n_workers=1, time_budget=budget, sweep_name=f"budget-{budget:g}", verbose=0,
@@ -54,7 +54,7 @@ def test_no_trial_starts_after_the_budget_and_the_rest_wait_for_a_resume(
     # leaves the rest of each pool WAITING (a resume runs them) and still has a champion.
     budget, n_trials = 12.0, 100
     started = time.time()
-    outcome = _budget_sweep(in_tmp, budget, n_trials, insurance_csv)
+    outcome = _budget_sweep(budget, n_trials, insurance_csv)
     assert outcome.champion is not None
     storage = open_storage("")
     ran = 0
@@ -79,7 +79,7 @@ def test_a_budget_that_ends_before_any_trial_completes_says_so(
 ) -> None:
     # Not "every family failed": nothing failed, and the trials wait for a resume.
     with pytest.raises(SweepError) as raised:
-        _budget_sweep(in_tmp, 0.001, 4, insurance_csv)
+        _budget_sweep(0.001, 4, insurance_csv)
     assert str(raised.value) == (
         "time_budget: no trial completed within 0.001 s of the sweep's start (its set-up "
         "included); give a larger time_budget, or resume the sweep (sweep_name=budget-0.001) "
