@@ -62,6 +62,21 @@ def tracking_uri(tmp_path: Path) -> Iterator[str]:
         mlflow.set_registry_uri(previous)
 
 
+@pytest.fixture()
+def in_process(tmp_path: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+               ) -> Iterator[Path]:
+    """For a sweep run in this process: ``tmp_path`` as the working directory (its default
+    journal storage), the fresh tracking store, no ``MLFLOW_RUN_ID`` to resume; runs the sweep
+    left on MLflow's fluent stack are ended afterwards."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    yield tmp_path
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
 class QuietHandler(http.server.BaseHTTPRequestHandler):
     """A request handler for the tests' stub servers: logs nothing, answers with :meth:`reply`."""
 

@@ -276,16 +276,6 @@ def test_a_model_that_cannot_serve_its_example_is_prepared_with_mlflows_warning(
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture()
-def in_process(tmp_path: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
-               ) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    yield tmp_path
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-
-
 def _sweep(families: str, insurance_csv: Path, name: str, caplog: pytest.LogCaptureFixture
            ) -> tuple[runner.SweepOutcome, bool]:
     config = SweepConfig(

@@ -4,6 +4,7 @@ families share it by rank (:meth:`sweeper.runner._Worker.share_budget`)."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,36 +20,17 @@ from sweeper.errors import SweepError
 from sweeper.study import open_storage
 
 
-class _Null:
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-
 def _budget_sweep(budget: float, n_trials: int, insurance_csv: Path) -> runner.SweepOutcome:
     """A one-worker sweep of elastic_net and random_forest in the working directory."""
     config = SweepConfig(
         n_trials=n_trials, families="elastic_net,random_forest", data=str(insurance_csv),
         cv_folds=3, n_workers=1, time_budget=budget, sweep_name=f"budget-{budget:g}", verbose=0,
     )
-    try:
-        return runner.run_sweep(config, out=_Null())
-    finally:
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
-
-
-@pytest.fixture()
-def in_tmp(tmp_path: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    return tmp_path
+    return runner.run_sweep(config, out=io.StringIO())
 
 
 def test_no_trial_starts_after_the_budget_and_the_rest_wait_for_a_resume(
-    in_tmp: Path, insurance_csv: Path
+    in_process: Path, insurance_csv: Path
 ) -> None:
     # Far more trials than fit in the budget: the sweep stops starting trials at its deadline,
     # leaves the rest of each pool WAITING (a resume runs them) and still has a champion.
@@ -75,7 +57,7 @@ def test_no_trial_starts_after_the_budget_and_the_rest_wait_for_a_resume(
 
 
 def test_a_budget_that_ends_before_any_trial_completes_says_so(
-    in_tmp: Path, insurance_csv: Path
+    in_process: Path, insurance_csv: Path
 ) -> None:
     # Not "every family failed": nothing failed, and the trials wait for a resume.
     with pytest.raises(SweepError) as raised:
