@@ -37,7 +37,7 @@ class SweepConfig:
     model_name: str = ""
     n_workers: int = 0
     time_budget: float = 0.0
-    pruning: str = "wilcoxon"
+    pruning: str = "margin"
     verbose: int = 1
 
     def __post_init__(self) -> None:
@@ -84,8 +84,9 @@ class SweepConfig:
         return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
-#: ``pruning`` values: fold-wise Wilcoxon pruning, or none.
-PRUNING = ("wilcoxon", "none")
+#: ``pruning`` values (:func:`sweeper.study.make_pruner`): fold-wise margins on the first folds
+#: and then Wilcoxon's test, Wilcoxon's test alone, or none.
+PRUNING = ("margin", "wilcoxon", "none")
 
 # Study names are ``<sweep_name>.<family>`` and sweep names go into MLflow search filters, so
 # keep them to characters that need no quoting anywhere.
@@ -151,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         "n_workers": "worker processes on this machine, one estimator thread each (0 = one per core)",
         "time_budget": "seconds from the sweep's start in which trials start, all families together "
                        "(0 = none); the champion's refit, logging and plots follow",
-        "pruning": "stop hopeless trials early: 'wilcoxon' (on the CV folds) or 'none'",
+        "pruning": "stop hopeless trials early, on the CV folds: 'margin' (far worse than the "
+                   "best trial on the first folds, then Wilcoxon's test), 'wilcoxon' or 'none'",
         "verbose": "0 = results only, 1 = progress per family, 2 = also one line per trial",
     }
     for field in dataclasses.fields(SweepConfig):

@@ -212,8 +212,8 @@ class FamilyObjective:
         fold_rmse: list[float] = []
 
         def report(index: int, rmse: float) -> None:
-            # Each fold is one step: the pruner (Wilcoxon) pairs this trial's fold RMSEs with
-            # the best trial's on the same folds and stops a trial that is reliably worse.
+            # Each fold is one step: the pruner (sweeper.pruning) pairs this trial's fold RMSEs
+            # with the best trial's on the same folds and stops a trial that is clearly worse.
             fold_rmse.append(rmse)
             trial.report(rmse, step=index)
             if trial.should_prune():

@@ -556,7 +556,7 @@ class _Worker:
             seed=self.config.seed,
             n_trials=self.config.n_trials,
             first_params=library_defaults(family),
-            prune=self.config.pruning != "none",
+            pruning=self.config.pruning,
             fingerprint=fingerprint,
             create_run=create_run,
         )

@@ -222,3 +222,73 @@ def test_an_output_that_would_be_overwritten_by_the_json_is_refused(tmp_path: Pa
         "run.py: error: --output names the markdown file (the JSON is written beside it, as "
         f".json), but got {str(tmp_path / 'results.json')!r}")
     assert list(tmp_path.iterdir()) == []
+
+
+def _journal_of(path: Path, trials: list[tuple[list[float], float, float]]) -> Path:
+    """An Optuna journal of one complete study ``sweep.fam``: each trial is ``(fold RMSEs,
+    start, end)`` in seconds, its value the folds' mean."""
+    import datetime
+
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.trial import FrozenTrial, TrialState
+
+    study = optuna.create_study(study_name="sweep.fam",
+                                storage=JournalStorage(JournalFileBackend(str(path))))
+    t0 = datetime.datetime(2026, 1, 1)
+    for number, (folds, start, end) in enumerate(trials):
+        study.add_trial(FrozenTrial(
+            number=number, trial_id=number, state=TrialState.COMPLETE,
+            value=sum(folds) / len(folds), values=None,
+            datetime_start=t0 + datetime.timedelta(seconds=start),
+            datetime_complete=t0 + datetime.timedelta(seconds=end),
+            params={}, distributions={}, user_attrs={"fold_rmse": folds}, system_attrs={},
+            intermediate_values=dict(enumerate(folds)),
+        ))
+    return path
+
+
+def test_the_pruning_replay_counts_each_pruners_folds_and_the_best_it_stops(
+    tmp_path: Path
+) -> None:
+    (tmp_path / "syn").mkdir()
+    journal = _journal_of(tmp_path / "syn" / "optuna-sweeps.journal", [
+        ([100.0] * 5, 0, 5),                      # the first best
+        ([200.0] * 5, 5, 10),                     # hopeless: margin stops it after 1 fold,
+                                                  # Wilcoxon after 3
+        ([104.0, 90.0, 90.0, 90.0, 90.0], 10, 15),  # the family's best (92.8), 4 % worse
+                                                    # on its first fold: margin stops it
+        ([93.0, 93.3, 92.6, 92.9, 92.7], 15, 20),   # 92.9, within 0.5 % of the best
+    ])
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "pruning_replay.py"), "--journals", str(journal),
+         "--margins", "2:0.5"],
+        cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert rows == [
+        "| pruner | share of the unpruned trials' time | families whose best was stopped |",
+        "| --- | ---: | --- |",
+        "| wilcoxon | 0.900 (18.0 of 20.0 s) | none |",
+        "| margin {1: 0.03, 2: 0.025} (the default) | 0.600 (12.0 of 20.0 s) | syn/fam (+0.11%) |",
+        "| margin {2: 0.5} | 0.850 (17.0 of 20.0 s) | none |",  # the hopeless one: 2 folds
+        "| family study | trials within 0.5 % of the best | worst after 1 fold | after 2 folds |",
+        "| --- | ---: | ---: | ---: |",
+        "| syn/fam | 1 | -10.58% | -3.97% |",
+    ]
+
+
+@pytest.mark.e2e
+def test_the_pruning_replay_runs_its_unpruned_sweeps(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "pruning_replay.py"), "--seeds", "3",
+         "--n_trials", "3", "--families", "elastic_net,xgboost"],
+        cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Replay of 6 trials of 2 family studies (unpruned sweeps of 3 trials x " \
+           "elastic_net,xgboost families, seeds 3)." in done.stdout
+    studies = [line.split(" | ")[0] for line in done.stdout.splitlines()
+               if line.startswith("| seed-3/")]
+    assert studies == ["| seed-3/elastic_net", "| seed-3/xgboost"]

@@ -15,7 +15,7 @@ def test_defaults_match_the_mlproject_contract() -> None:
     assert config == SweepConfig(
         n_trials=50, families="all", data="insurance", target="charges", seed=42, cv_folds=5,
         test_size=0.2, timeout=0.0, sweep_name="", storage="", model_name="", n_workers=0,
-        time_budget=0.0, pruning="wilcoxon", verbose=1,
+        time_budget=0.0, pruning="margin", verbose=1,
     )
 
 
@@ -42,7 +42,7 @@ def test_empty_strings_from_mlproject_mean_defaults() -> None:
         (["--n_workers", "-1"], "n_workers: must be >= 0 (0 means one per CPU core), but got -1"),
         (["--time_budget", "-5"], "time_budget: must be >= 0 (0 means no budget), but got -5.0"),
         (["--verbose", "3"], "verbose: must be 0 (quiet), 1 or 2, but got 3"),
-        (["--pruning", "median"], "pruning: must be one of wilcoxon, none, but got 'median'"),
+        (["--pruning", "median"], "pruning: must be one of margin, wilcoxon, none, but got 'median'"),
         (["--test_size", "2"], "test_size: must be in the open interval (0, 1), but got 2.0"),
         (["--test_size", "0"], "test_size: must be in the open interval (0, 1), but got 0.0"),
         (["--test_size", "nan"], "test_size: must be in the open interval (0, 1), but got nan"),
