@@ -195,12 +195,13 @@ def join_family_study(
 
 
 #: ``pruning="margin"``: a trial stops after one fold more than 3 % worse than the best trial's on
-#: the same fold, or after two folds more than 2.5 % worse on both together. Why these: in two
-#: unpruned default sweeps on insurance (seeds 1 and 2, every trial's five folds known), the
-#: trials that ended within 0.5 % of their family's best were at most 1.05 % worse than it after
-#: one fold and 1.67 % after two; replaying every trial of those sweeps (bench/pruning_replay.py),
-#: these margins and then Wilcoxon would have spent 0.78 of the trials' time, Wilcoxon alone
-#: 0.88, and stopped no family's best trial.
+#: the same fold, or after two folds more than 2.5 % worse on both together. Why these:
+#: ``bench/pruning_replay.py`` (2026-11-30 08:47 UTC) ran two unpruned default sweeps on
+#: insurance (seeds 1 and 2, every trial's five folds known): the trials that ended within 0.5 %
+#: of their family's best were at most 2.15 % worse than it after one fold and 1.13 % after two;
+#: replaying every trial of those sweeps, these margins and then Wilcoxon would have spent 0.79
+#: of the trials' time, Wilcoxon alone 0.88, and stopped no family's best trial (nor did margins
+#: of 2 % and 1 %, at 0.71).
 MARGINS: Mapping[int, float] = MappingProxyType({1: 0.03, 2: 0.025})
 
 #: Wilcoxon's signed-rank test on 5 paired folds reaches p = 1/8 after 3 folds that are all
