@@ -86,30 +86,31 @@ def replay(trials: list[FrozenTrial], pruner: optuna.pruners.BasePruner) -> tupl
                                                                                    float]:
     """``(time spent, time unpruned, best value kept)`` of one family's trials under ``pruner``."""
     study = optuna.create_study()
-    kept: list[FrozenTrial] = []
+    kept: list[FrozenTrial] = []     # complete under this pruner
+    pending: list[FrozenTrial] = []  # of those, the ones not yet in ``study`` (still running)
     spent = full = 0.0
     for trial in trials:
         folds = trial.user_attrs[ATTR_FOLD_RMSE]
         per_fold = (trial.datetime_complete - trial.datetime_start).total_seconds() / len(folds)
         full += per_fold * len(folds)
-        for done in [t for t in kept if t.datetime_complete <= trial.datetime_start]:
-            if done.number not in {t.user_attrs["replayed"] for t in study.trials}:
-                study.add_trial(create_trial(
-                    value=done.value, intermediate_values=dict(enumerate(
-                        done.user_attrs[ATTR_FOLD_RMSE])),
-                    params={"x": 0.0}, distributions={"x": FloatDistribution(0.0, 1.0)},
-                    user_attrs={"replayed": done.number},
-                ))
+        for done in [t for t in pending if t.datetime_complete <= trial.datetime_start]:
+            study.add_trial(create_trial(
+                value=done.value,
+                intermediate_values=dict(enumerate(done.user_attrs[ATTR_FOLD_RMSE])),
+                params={"x": 0.0}, distributions={"x": FloatDistribution(0.0, 1.0)},
+            ))
+            pending.remove(done)
         ran = len(folds)
-        for k in range(1, len(folds) + 1):
+        for k in range(1, len(folds)):
             running = create_trial(state=TrialState.RUNNING,
                                    intermediate_values=dict(enumerate(folds[:k])))
-            if k < len(folds) and pruner.prune(study, running):
+            if pruner.prune(study, running):
                 ran = k
                 break
         spent += per_fold * ran
         if ran == len(folds):
             kept.append(trial)
+            pending.append(trial)
     return spent, full, min(t.value for t in kept)
 
 
