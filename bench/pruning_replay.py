@@ -23,7 +23,6 @@ pruning on and off in one run).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -38,23 +37,19 @@ import optuna  # noqa: E402
 from optuna.distributions import FloatDistribution  # noqa: E402
 from optuna.storages.journal import JournalFileBackend, JournalStorage  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState, create_trial  # noqa: E402
+from run import child_env  # noqa: E402 - bench/run.py: the benchmark's child environment
 
 from sweeper.pruning import FoldPruner  # noqa: E402
 from sweeper.study import MARGINS, WILCOXON_P_THRESHOLD, make_pruner  # noqa: E402
 from sweeper.trial_attrs import ATTR_FOLD_RMSE  # noqa: E402
 
-SHARED_INSURANCE = ROOT.parent / "shared" / "data" / "insurance.csv"
 NEAR_BEST = 0.005
 
 
 def run_unpruned_sweep(seed: int, workdir: Path, *, n_trials: int, families: str) -> Path:
     """The default sweep with ``pruning=none`` and ``seed``; its Optuna journal."""
     workdir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
-    if "SWEEP_INSURANCE_CSV" not in env and SHARED_INSURANCE.exists():
-        env["SWEEP_INSURANCE_CSV"] = str(SHARED_INSURANCE)
+    env = child_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
     journal = workdir / "optuna-sweeps.journal"
     started = time.monotonic()
     subprocess.run(

@@ -24,7 +24,17 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
-__all__ = ["FoldPruner"]
+__all__ = ["FoldPruner", "wilcoxon_pruner"]
+
+
+def wilcoxon_pruner(*, p_threshold: float, n_startup_steps: int) -> optuna.pruners.WilcoxonPruner:
+    """Optuna's :class:`~optuna.pruners.WilcoxonPruner`, without its experimental warning."""
+    with warnings.catch_warnings():
+        # Experimental in Optuna 5, and exactly what fold-wise pruning needs.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.pruners.WilcoxonPruner(
+            p_threshold=p_threshold, n_startup_steps=n_startup_steps
+        )
 
 
 class FoldPruner(optuna.pruners.BasePruner):
@@ -63,12 +73,7 @@ class FoldPruner(optuna.pruners.BasePruner):
                     f"finite numbers > 0, but got {fraction!r} for {k} folds"
                 )
         self._margins = {k: float(f) for k, f in margins.items()}
-        with warnings.catch_warnings():
-            # Experimental in Optuna 5, and exactly what fold-wise pruning needs.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self._wilcoxon = optuna.pruners.WilcoxonPruner(
-                p_threshold=p_threshold, n_startup_steps=n_startup_steps
-            )
+        self._wilcoxon = wilcoxon_pruner(p_threshold=p_threshold, n_startup_steps=n_startup_steps)
 
     @property
     def margins(self) -> dict[int, float]:

@@ -11,7 +11,6 @@ import dataclasses
 import os
 import re
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -26,7 +25,7 @@ from sweeper import ledger
 from sweeper import trial_attrs as attrs
 from sweeper.config import PRUNING
 from sweeper.errors import SweepError
-from sweeper.pruning import FoldPruner
+from sweeper.pruning import FoldPruner, wilcoxon_pruner
 
 #: Where the sweep keeps its studies when ``storage`` is empty: a journal file, which (unlike
 #: SQLite) is safe for several processes writing at once.
@@ -219,15 +218,8 @@ def make_pruner(pruning: str) -> optuna.pruners.BasePruner:
     if pruning == "none":
         return optuna.pruners.NopPruner()
     if pruning == "margin":
-        return FoldPruner(
-            margins=MARGINS, p_threshold=WILCOXON_P_THRESHOLD, n_startup_steps=3
-        )
-    with warnings.catch_warnings():
-        # Experimental in Optuna 5, and exactly what fold-wise pruning needs.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.pruners.WilcoxonPruner(
-            p_threshold=WILCOXON_P_THRESHOLD, n_startup_steps=3
-        )
+        return FoldPruner(margins=MARGINS, p_threshold=WILCOXON_P_THRESHOLD, n_startup_steps=3)
+    return wilcoxon_pruner(p_threshold=WILCOXON_P_THRESHOLD, n_startup_steps=3)
 
 
 def unfinished(study: optuna.Study) -> tuple[int, int]:
