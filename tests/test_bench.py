@@ -3,10 +3,13 @@ the table. It asserts nothing about speed."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
+import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +137,79 @@ def _bench_run(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setitem(sys.modules, "bench_run", run)  # its dataclasses look themselves up
     spec.loader.exec_module(run)
     return run
+
+
+def test_the_tracking_rounds_rotate_their_order_and_pair_repeats_by_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _bench_run(monkeypatch)
+    ran: list[str] = []
+
+    @contextlib.contextmanager
+    def fake_server(workdir: Path) -> Iterator[str]:
+        yield "http://127.0.0.1:1"
+
+    def fake_row(key: str, label: str, spec: dict[str, Any], workdir: Path,
+                 tracking_uri: str | None = None) -> Any:
+        ran.append(label)
+        if spec["kind"] == "trial_logging":
+            return run.Result(key, label, {"median_ms": 1.0})
+        # The round in the tens, the position in the round in the units.
+        round_ = int(label.rsplit("#", 1)[1])
+        seconds = 10.0 * round_ + sum(1 for done in ran if done.endswith(f"#{round_}"))
+        return run.Result(key, label, {"seconds": seconds, "trial_values": [1.0]})
+
+    monkeypatch.setattr(run, "mlflow_server", fake_server)
+    monkeypatch.setattr(run, "run_row", fake_row)
+    merged, _ = run.tracking_rows({**run.FULL, "repeats": 4}, tmp_path)
+    assert ran[:12] == [f"tracking {variant} #{round_}" for round_, order in enumerate(
+        (("none", "sqlite", "http"), ("sqlite", "http", "none"), ("http", "none", "sqlite"),
+         ("none", "sqlite", "http"))) for variant in order]
+    # Each variant's repeats stay in round order, so repeat i of one pairs with repeat i of
+    # another (the same round), whatever their positions in it.
+    assert {r.key: r.get("all_seconds") for r in merged} == {
+        "tracking_none": [1.0, 13.0, 22.0, 31.0],
+        "tracking_sqlite": [2.0, 11.0, 23.0, 32.0],
+        "tracking_http": [3.0, 12.0, 21.0, 33.0],
+    }
+
+
+def test_the_tracking_verdict_is_on_the_rounds_ratios(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _bench_run(monkeypatch)
+
+    def row(key: str, walls: list[float], loops: list[float]) -> Any:
+        return run.Result(key, key, {
+            "seconds": statistics.median(walls), "all_seconds": walls,
+            "all_phases": [{"sweep.trials": loop} for loop in loops],
+            "all_trials": [[1.0]] * len(walls),
+        })
+
+    # One slow round: the medians come from different rounds (1.042×), the rounds' ratios
+    # (1.003×, 1.008×, 1.044×) say what tracking cost beside the same machine state.
+    none = row("tracking_none", [77.5, 74.0, 74.6], [76.8, 73.4, 73.6])
+    sqlite = row("tracking_sqlite", [77.7, 74.6, 77.9], [76.1, 73.0, 76.1])
+    # Every round 3 % slower: missed either way.
+    http = row("tracking_http", [79.8, 76.2, 76.8], [79.1, 75.6, 75.8])
+    lines = [line for line in run.targets(
+        {"tracking_none": none, "tracking_sqlite": sqlite, "tracking_http": http}, None, False)
+        if line.startswith("| 1.")]
+    assert lines == [
+        "| 1. tracking overhead on SQLite ≤ 1.02× | 1.008× (the median of the rounds' ratios "
+        "1.003×, 1.008×, 1.044×; the medians 77.7 s vs 74.6 s: 1.042×; identical trials: yes); "
+        "the trials alone (without set-up, champion logging and plots): 0.995× | **met** |",
+        "| 1. tracking overhead on HTTP ≤ 1.02× | 1.030× (the median of the rounds' ratios "
+        "1.030×, 1.030×, 1.029×; the medians 76.8 s vs 74.6 s: 1.029×; identical trials: yes); "
+        "the trials alone (without set-up, champion logging and plots): 1.030× | **missed** |",
+    ]
+
+
+@pytest.mark.parametrize(("repeat", "order"), [
+    (0, ("a", "b", "c")), (1, ("b", "c", "a")), (2, ("c", "a", "b")), (3, ("a", "b", "c")),
+])
+def test_round_order_rotates_by_one_each_round(
+    repeat: int, order: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _bench_run(monkeypatch).round_order(("a", "b", "c"), repeat) == order
 
 
 def test_the_tracking_overhead_split_pairs_the_same_trials(
