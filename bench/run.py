@@ -178,7 +178,7 @@ def tracking_rows(size: dict[str, Any], tmp: Path) -> tuple[list[Result], dict[s
     (sweeper.connections)."""
     config = {"n_trials": size["tracking_trials"], "families": size["tracking_families"],
               "n_workers": 1}
-    runs: dict[str, list[Result]] = {"none": [], "sqlite": [], "http": []}
+    runs: dict[str, list[Result]] = {variant: [] for variant in TRACKING_VARIANTS}
     with mlflow_server(tmp / "server") as url:
         for repeat in range(size["repeats"]):
             for variant in round_order(TRACKING_VARIANTS, repeat):
@@ -480,9 +480,9 @@ def targets(by: dict[str, Result], serving: dict[str, Any] | None, smoke: bool) 
 def _tracking_target(tracked: Result, none: Result, name: str,
                      verdict: Callable[[bool], str]) -> str:
     """Target 1's line for one store. The verdict is on the median of the rounds' ratios (each
-    tracked repeat over the untracked one of the same round, :func:`round_order`): the rounds
-    pair runs made minutes apart, where this machine's speed drifts by as much as the target's
-    margin between rounds. The ratio of the two medians, which mixes rounds, is shown beside
+    tracked repeat over the untracked one of the same round, :func:`round_order`): a round's
+    runs follow one another, while between rounds this machine's speed drifts by as much as
+    the target's margin. The ratio of the two medians, which mixes rounds, is shown beside
     it."""
     walls = [t / u for t, u in zip(tracked.get("all_seconds") or [],
                                    none.get("all_seconds") or [], strict=False)]
@@ -507,19 +507,12 @@ def _tracking_target(tracked: Result, none: Result, name: str,
 
 
 def _all_loop_seconds(result: Result) -> list[float]:
-    """:func:`_loop_seconds` of every repeat of a tracking row, in round order."""
-    phases = result.get("all_phases")
-    if not phases:
-        return [_loop_seconds(result)]
-    return [float((p or {}).get("sweep.trials", s))
-            for p, s in zip(phases, result.get("all_seconds") or [], strict=True)]
-
-
-def _loop_seconds(result: Result) -> float:
-    """A sweep's trials phase alone (its trials and the wait for other workers' last ones),
-    without set-up, the champion's refit, logging and registration, and the plots."""
-    phases = result.get("phases") or {}
-    return float(phases.get("sweep.trials", result.get("seconds")))
+    """Each repeat's trials phase alone (its trials and the wait for other workers' last ones),
+    without set-up, the champion's refit, logging and registration, and the plots; in round
+    order."""
+    return [float((phases or {}).get("sweep.trials", seconds))
+            for phases, seconds in zip(result.get("all_phases") or [],
+                                       result.get("all_seconds") or [], strict=True)]
 
 
 def overhead_split(tracked: Result, untracked: Result) -> list[tuple[float, float, float]]:
