@@ -34,7 +34,7 @@ def test_no_trial_starts_after_the_budget_and_the_rest_wait_for_a_resume(
 ) -> None:
     # Far more trials than fit in the budget: the sweep stops starting trials at its deadline,
     # leaves the rest of each pool WAITING (a resume runs them) and still has a champion.
-    budget, n_trials = 12.0, 100
+    budget, n_trials = 12.0, 400
     started = time.time()
     outcome = _budget_sweep(budget, n_trials, insurance_csv)
     assert outcome.champion is not None
