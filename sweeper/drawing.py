@@ -166,6 +166,20 @@ class Drawer:
             drawn = self._drawn(self._families[study_name], study_name)
         return drawn.paths if drawn is not None else ()
 
+    def ready(self, study_name: str) -> Drawn | None:
+        """The plots of ``study_name``'s latest drawing if every one of them is drawn now, else
+        ``None`` (still drawing, never asked for, or a plot failed: :meth:`family_plots` tells
+        why, at the end). Never waits."""
+        pending = self._families.get(study_name)
+        if pending is None or not pending.done() or any(
+            part.cancelled() or part.exception() is not None for part in pending.parts
+        ):
+            return None
+        parts = [part.result() for part in pending.parts]
+        if len({part.n_trials for part in parts}) != 1:
+            return None  # the study grew between the jobs: out of date
+        return Drawn(tuple(path for part in parts for path in part.paths), parts[0].n_trials)
+
     def _drawn(self, pending: _FamilyDrawing | None, study_name: str) -> Drawn | None:
         """A family's plots from its jobs (waited for): ``None`` when every job failed; a
         plot whose job failed is left out (logged). Drawn from different trial counts (the

@@ -249,6 +249,8 @@ def run_sweep(
             drawer = Drawer(config.storage, processes=drawing_processes(),
                             spare_core=spare_core(config))
         ahead: Ahead | None = None
+        #: Study name -> the trial count whose plots the trial logger was given to log.
+        plots_queued: dict[str, int] = {}
         try:
             if draw_early:
                 drawer.start()
@@ -267,13 +269,21 @@ def run_sweep(
             if budget_deadline is not None:
                 worker.share_budget(works, budget_deadline)
             else:
+                # The families this worker is done with whose last trials may still be running
+                # in other workers: each is finished, drawn and considered ahead as soon as it is
+                # complete, between this worker's trials (else, with several workers, most
+                # families were drawn at the end: 1.0 s of waiting for plots after a default
+                # sweep on 2 cores).
+                left: list[_FamilyWork] = []
+
+                def catch_up() -> None:
+                    _catch_up(worker, left, works, drawer=drawer if draw_early else None,
+                              ahead=ahead, plots_queued=plots_queued)
+
                 for work in works:
-                    worker.work_on(work)
-                    worker.finish_early(work)
-                    if draw_early:
-                        _draw_if_complete(drawer, work.study)
-                    if ahead is not None:
-                        _prepare_leader(ahead, works)
+                    worker.work_on(work, after_trial=catch_up if draw_early else None)
+                    left.append(work)
+                    catch_up()
             if not spawned:
                 drawer.start()  # their imports overlap the wait for other workers' last trials
             worker.drain(works, budget_deadline)
@@ -287,6 +297,7 @@ def run_sweep(
                 results, families, storage, sweep_study, tracker, split, dataset, config,
                 model_name, root_run_id, drawer, timings, ahead,
                 family_finished=worker.trial_logs.family_finished,
+                plots_queued=plots_queued, flush_logs=worker.trial_logs.flush,
             )
             worker.logged()
             if not is_root and not spawned:
@@ -309,9 +320,60 @@ def run_sweep(
     return outcome
 
 
-def _draw_if_complete(drawer: Drawer, study: optuna.Study) -> None:
-    if unfinished(study) == (0, 0):
-        drawer.family(study.study_name)
+def _catch_up(
+    worker: _Worker,
+    left: list[_FamilyWork],
+    works: Sequence[_FamilyWork],
+    *,
+    drawer: Drawer | None,
+    ahead: Ahead | None,
+    plots_queued: dict[str, int],
+) -> None:
+    """For each family in ``left`` (this worker has run its share of it) that is complete
+    now: take it out, finish its run, have ``drawer`` draw it and ``ahead`` prepare the new
+    leader; then give the trial logger the plots drawn since (:func:`_queue_drawn_plots`)."""
+    for work in list(left):
+        if unfinished(work.study) != (0, 0):
+            continue
+        left.remove(work)
+        worker.finish_early(work)
+        if drawer is not None:
+            drawer.family(work.study.study_name)
+        if ahead is not None:
+            _prepare_leader(ahead, works)
+    if drawer is not None:
+        _queue_drawn_plots(drawer, worker.trial_logs, works, plots_queued)
+
+
+def _queue_drawn_plots(
+    drawer: Drawer,
+    trial_logs: TrialLogProcess | TrialLogThread,
+    works: Sequence[_FamilyWork],
+    queued: dict[str, int],
+) -> None:
+    """Give the trial logger the plots of each family drawn since the last call (recorded in
+    ``queued``): they are logged while the trials go on, and the end of the sweep logs only
+    those of the families drawn last (over HTTP each family's plots took 15-20 ms to log
+    there, on SQLite 3-4 ms)."""
+    for work in works:
+        name = work.study.study_name
+        if name in queued:
+            continue
+        drawn = drawer.ready(name)
+        if drawn is None or not drawn.paths:
+            continue
+        trial_logs.log_artifacts(work.run_id, str(drawn.paths[0].parent), "plots")
+        queued[name] = drawn.n_trials
+
+
+def _grown_since_queued(queued: Mapping[str, int], n_trials: Mapping[str, int]) -> bool:
+    """Whether a family whose plots were given to the trial logger (study name -> trial count,
+    :func:`_queue_drawn_plots`) has more trials now (``n_trials``): its plots are redrawn in
+    the same files, which that logger may still be reading.
+
+    A family is drawn early once none of its trials is waiting or running, so this is for a
+    sweep changed from outside (say, a trial added by hand), not a path of a normal sweep."""
+    return any(n_trials.get(name, count) != count for name, count in queued.items())
 
 
 def _prepare_leader(ahead: Ahead, works: Sequence[_FamilyWork]) -> None:
@@ -599,12 +661,14 @@ class _Worker:
             on_killed=partial(self.tracker.log_killed, work.run_id, work.family.name),
         )
 
-    def work_on(self, work: _FamilyWork) -> None:
-        """Run trials of one family until its pool is empty or its timeout passed."""
+    def work_on(self, work: _FamilyWork, after_trial: Callable[[], None] | None = None) -> None:
+        """Run trials of one family until its pool is empty or its timeout passed, calling
+        ``after_trial()`` after each."""
         deadline = deadline_after(self.config.timeout)
         work.progress.start()  # its clock: the families before it are not its time
         while not passed(deadline) and self._run_one(work):
-            pass
+            if after_trial is not None:
+                after_trial()
 
     def _run_one(self, work: _FamilyWork) -> bool:
         """Pop and run one trial of ``work``; false when the pool is empty."""
@@ -830,11 +894,14 @@ def _settle_champion(
     timings: dict[str, float],
     ahead: Ahead | None = None,
     family_finished: Callable[[str], None] | None = None,
+    plots_queued: Mapping[str, int] | None = None,
+    flush_logs: Callable[[], None] | None = None,
 ) -> ChampionModel:
     """Select the champion; register it once, however many workers get here. ``ahead`` holds
     what was prepared while the last families ran (used when it is the champion's);
     ``family_finished(run_id)`` waits until a family run finished in the background is
-    logged."""
+    logged; ``plots_queued`` names the families whose plots the background logger was given
+    (study name -> trial count), which ``flush_logs`` waits for."""
     if config.time_budget > 0 and not any(r.best is not None or r.first_error for r in results):
         # Nothing failed: the budget ended before a trial could (set-up counts toward it).
         raise SweepError(
@@ -876,6 +943,9 @@ def _settle_champion(
     if ahead is None or key_ahead not in ahead.keys:
         drawing = draw_champion()  # first: the helpers take jobs in order
     n_trials = {r.study_name: _trial_count(storage, r.study_name) for r in results}
+    if flush_logs is not None and _grown_since_queued(plots_queued or {}, n_trials):
+        # Redrawn in place: the trial logger must be done with the earlier files first.
+        flush_logs()
     drawer.prefetch(n_trials)
     if ahead is not None:
         ahead.adopt_warm_up()
@@ -913,7 +983,7 @@ def _settle_champion(
     if drawing is not None:
         figures = drawer.wait(drawing, "the champion's figures")
     _log_drawings(results, champion, n_trials, leaderboard, figures, drawer, tracker,
-                  config=config, test_metrics=test_metrics)
+                  config=config, test_metrics=test_metrics, queued=plots_queued or {})
     timings["drawing_wait"] = time.perf_counter() - started
     sweep_study.set_user_attr(
         ATTR_CHAMPION, {"key": key, **dataclasses.asdict(registered_model)}
@@ -936,13 +1006,20 @@ def _log_drawings(
     *,
     config: SweepConfig,
     test_metrics: dict[str, float],
+    queued: Mapping[str, int] | None = None,
 ) -> None:
     """Log the plots on each family run, and the leaderboard and champion report on the root
-    run, as the helpers finish them. Made once per champion, by the worker that registers it."""
+    run, as the helpers finish them. Made once per champion, by the worker that registers it.
+
+    A family whose plots were ``queued`` on the trial logger from the same trial count is not
+    logged again (one redrawn since is: the caller waited for that logger before the redraw,
+    see :func:`_grown_since_queued`)."""
+    queued = queued or {}
     champion_plots: tuple[Path, ...] = ()
     for result in results:
-        plots = drawer.family_plots(result.study_name, n_trials[result.study_name])
-        if plots:
+        count = n_trials[result.study_name]
+        plots = drawer.family_plots(result.study_name, count)
+        if plots and queued.get(result.study_name) != count:
             tracker.client.log_artifacts(result.run_id, str(plots[0].parent), "plots")
         if result.study_name == champion.study_name:
             champion_plots = plots

@@ -174,6 +174,11 @@ class SweepTracker:
         context = InputTag(MLFLOW_DATASET_CONTEXT, "training")
         self.client.log_inputs(self.root_run_id, [DatasetInput(dataset, tags=[context])])
 
+    def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
+        """Log the files of ``local_dir`` under ``artifact_path`` of the run ``run_id`` (a
+        family's plots, from the trial logger while the trials go on)."""
+        self.client.log_artifacts(run_id, local_dir, artifact_path)
+
     def mark_worker(self, run_id: str, worker: str) -> None:
         """Nest a joining worker's own run (e.g. the one a second `mlflow run` made) under the
         sweep's root, so that the sweep stays one tree."""
@@ -495,6 +500,13 @@ class TrialLogProcess:
         """Queue :meth:`SweepTracker.log_dataset` (its arguments)."""
         self._pending.append(self._pool.submit(_tracker_call, "log_dataset", *args, **kwargs))
 
+    def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
+        """Queue :meth:`SweepTracker.log_artifacts` (its arguments): the files must stay as
+        they are until it is logged (:meth:`flush`)."""
+        self._pending.append(self._pool.submit(
+            _tracker_call, "log_artifacts", run_id, local_dir, artifact_path
+        ))
+
     def flush(self) -> None:
         """Block until every queued run is logged; raise the first error any of them hit."""
         pending, self._pending = self._pending, []
@@ -548,6 +560,10 @@ class TrialLogThread:
     def log_dataset(self, *args: Any, **kwargs: Any) -> None:
         """Queue :meth:`SweepTracker.log_dataset` (as :meth:`TrialLogProcess.log_dataset`)."""
         self._logger.submit(lambda: self._tracker.log_dataset(*args, **kwargs))
+
+    def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
+        """Queue :meth:`SweepTracker.log_artifacts` (as :meth:`TrialLogProcess.log_artifacts`)."""
+        self._logger.submit(lambda: self._tracker.log_artifacts(run_id, local_dir, artifact_path))
 
     def flush(self) -> None:
         self._logger.flush()

@@ -105,6 +105,36 @@ def test_a_familys_plots_are_drawn_side_by_side_one_job_each(
     assert drawer.family_plots("s.family", 4) == tuple(p for d in drawn for p in d.paths)
 
 
+def test_ready_hands_over_a_familys_plots_only_once_all_are_drawn_and_never_waits(
+    storage: str, drawer: Drawer
+) -> None:
+    assert drawer.ready("s.family") is None  # never asked for
+    _add_trials(storage, "s.family", 4)
+    drawer.family("s.family")
+    pending = drawer._families["s.family"]
+    # Still drawing: answered at once, without the plots.
+    started = time.perf_counter()
+    while not pending.done():
+        assert drawer.ready("s.family") is None
+        time.sleep(0.01)
+    assert time.perf_counter() - started < 120
+    drawn = drawer.ready("s.family")
+    assert drawn is not None and drawn.n_trials == 4
+    assert drawn.paths == drawer.family_plots("s.family", 4)
+    assert sorted(p.name for p in drawn.paths) == PLOTS
+
+
+def test_ready_leaves_a_drawing_with_a_failed_plot_to_family_plots(
+    drawer: Drawer, caplog: pytest.LogCaptureFixture
+) -> None:
+    drawer.family("s.missing")  # no such study: every plot fails
+    for part in drawer._families["s.missing"].parts:
+        part.exception(timeout=120)
+    with caplog.at_level(logging.WARNING, logger="sweeper.drawing"):
+        assert drawer.ready("s.missing") is None
+    assert caplog.messages == []  # told once, by family_plots at the end
+
+
 def test_the_champions_figures_drawn_in_a_helper_make_a_page_with_its_familys_plots(
     storage: str, drawer: Drawer, insurance_csv: Path
 ) -> None:

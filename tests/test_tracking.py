@@ -182,6 +182,33 @@ def test_the_trial_logger_logs_the_training_dataset_on_the_root_run_without_a_wa
     assert "UserWarning" not in capfd.readouterr().err
 
 
+@pytest.mark.parametrize("logs_kind", ["TrialLogProcess", "TrialLogThread"])
+def test_the_trial_logger_logs_a_familys_plots_on_its_run(
+    tracking_uri: str, tmp_path: Path, logs_kind: str
+) -> None:
+    from sweeper import tracking
+
+    client = MlflowClient()
+    root = client.create_run("0").info.run_id
+    tracker = SweepTracker(client, root, "s", experiment_id="0", source_tags={})
+    family_run = tracker.create_family_run("elastic_net", "s.elastic_net")
+    drawn = tmp_path / "s.elastic_net"
+    drawn.mkdir()
+    for name in ("optimization_history.png", "parallel_coordinate.png"):
+        (drawn / name).write_bytes(name.encode())
+    logs = (tracking.TrialLogProcess(tracking_uri, tracker) if logs_kind == "TrialLogProcess"
+            else tracking.TrialLogThread(tracker))
+    try:
+        logs.log_artifacts(family_run, str(drawn), "plots")
+        logs.flush()
+    finally:
+        logs.close()
+    assert sorted(a.path for a in client.list_artifacts(family_run, "plots")) == [
+        "plots/optimization_history.png", "plots/parallel_coordinate.png",
+    ]
+    assert client.list_artifacts(root) == []
+
+
 def test_the_trial_logger_imports_none_of_the_estimators(tmp_path: Path) -> None:
     """The trial logger process imports the sweep's script (as a spawned process does),
     :mod:`sweeper.tracking` and the store, and unpickles finished trials: none of that may pull
