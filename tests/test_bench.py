@@ -269,6 +269,74 @@ def test_the_time_budget_row_is_the_repeat_with_the_median_best_cv(
     assert "median best CV of 4,530.0, 4,500.0, 4,515.0" in run.table([budget])
 
 
+def test_the_default_sweep_rows_interleave_their_repeats_and_take_the_median_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _bench_run(monkeypatch)
+    # (seconds, best CV) of each repeat, in the order they run: rounds rotate.
+    repeats = {"sweep": iter([(37.7, 4_494.1), (36.0, 4_490.0), (38.1, 4_497.0)]),
+               "no_pruning": iter([(40.0, 4_485.7), (41.5, 4_489.0), (39.0, 4_480.0)])}
+    order: list[str] = []
+
+    def fake_row(key: str, label: str, spec: dict[str, Any], workdir: Path,
+                 tracking_uri: str | None = None) -> Any:
+        order.append(label.rsplit(" ", 1)[1] + " " + key)
+        assert spec["config"].get("pruning", "margin") == ("none" if key == "no_pruning"
+                                                           else "margin")
+        assert tracking_uri == f"sqlite:///{workdir / 'mlflow.db'}"
+        seconds, cv = next(repeats[key])
+        return run.Result(key, label, {"seconds": seconds, "cv_rmse": cv,
+                                       "model_uri": f"models:/m-{key}-{seconds}"})
+
+    monkeypatch.setattr(run, "run_row", fake_row)
+    sweep, no_pruning = run.default_rows({**run.FULL, "repeats": 3}, tmp_path,
+                                         ["sweep", "no_pruning"])
+    assert order == ["#0 sweep", "#0 no_pruning", "#1 no_pruning", "#1 sweep", "#2 sweep",
+                     "#2 no_pruning"]
+    # Each row is its median-time repeat, whole: its champion is the one served.
+    assert (sweep.key, sweep.get("seconds"), sweep.get("cv_rmse")) == ("sweep", 37.7, 4_494.1)
+    assert sweep.get("model_uri") == "models:/m-sweep-37.7"
+    assert sweep.get("tracking_uri") == f"sqlite:///{tmp_path / 'sweep-0' / 'mlflow.db'}"
+    assert sweep.get("all_seconds") == [37.7, 36.0, 38.1]
+    assert (no_pruning.get("seconds"), no_pruning.get("all_cv_rmse_each")) == (
+        40.0, [4_485.7, 4_489.0, 4_480.0])
+    assert "median of 37.7, 36.0, 38.1; best CV of each 4,494.1, 4,490.0, 4,497.0" in \
+        run.table([sweep])
+    baseline = run.Result("baseline", "plain", {"seconds": 70.4, "cv_rmse": 4_487.4})
+    lines = run.targets({"sweep": sweep, "no_pruning": no_pruning, "baseline": baseline},
+                        None, False)
+    two = next(line for line in lines if line.startswith("| 2."))
+    assert two == (
+        "| 2. default sweep ≤ 0.5× plain Optuna, CV within +0.5 % | 0.536× (37.7 s, the median "
+        "of 37.7, 36.0, 38.1 vs 70.4 s); CV +0.15% (the median of the repeats) | **missed** |")
+    # Pruning's saving is paired by round: 1 - 37.7/40.0, 1 - 36.0/41.5, 1 - 38.1/39.0.
+    four = next(line for line in lines if line.startswith("| 4."))
+    assert four == (
+        "| 4. pruning saves time, champion no worse (within 0.5 %) | saves 5.7% (the median of "
+        "the rounds' 5.7%, 13.3%, 2.3%; the medians 37.7 s vs 40.0 s: 5.7%); CV +0.19% (the "
+        "medians of the repeats) | **met** |")
+
+
+def test_one_default_sweep_row_runs_alone_and_a_failed_repeat_fails_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _bench_run(monkeypatch)
+    outcomes = iter([None, "sweep exited 1"])
+    keys: list[str] = []
+
+    def fake_row(key: str, label: str, spec: dict[str, Any], workdir: Path,
+                 tracking_uri: str | None = None) -> Any:
+        keys.append(key)
+        error = next(outcomes)
+        return run.Result(key, label, {} if error else {"seconds": 30.0, "cv_rmse": 4_500.0},
+                          error=error)
+
+    monkeypatch.setattr(run, "run_row", fake_row)
+    (row,) = run.default_rows({**run.FULL, "repeats": 2}, tmp_path, ["no_pruning"])
+    assert keys == ["no_pruning", "no_pruning"]
+    assert (row.key, row.error) == ("no_pruning", "sweep exited 1")
+
+
 def test_a_failed_time_budget_repeat_fails_the_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
