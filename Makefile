@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make sweep   - prepare .venv and run the sweep on the default data (N_TRIALS=50)
 #   make test    - prepare .venv and run the test suite (what CI runs)
-# Also: make bench (bench/run.py, ~15 min on 2 cores), make ui (the MLflow UI on port 5000).
+# Also: make bench (bench/run.py, 13-45 min on 2 cores), make ui (the MLflow UI on port 5000).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(abspath $(VENV))/bin

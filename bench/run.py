@@ -1,6 +1,6 @@
 """Benchmark: this sweep side by side with plain Optuna and FLAML, on this machine, in one run.
 
-    .venv/bin/python bench/run.py            # full run (~15-20 min on 2 cores), writes bench/results.md
+    .venv/bin/python bench/run.py            # full run (13-45 min on 2 cores), writes bench/results.md
     .venv/bin/python bench/run.py --smoke    # every row, tiny sizes (~2 min); asserts no speed
     .venv/bin/python bench/run.py --only baseline,sweep,serving
 
