@@ -175,10 +175,8 @@ class Drawer:
             part.cancelled() or part.exception() is not None for part in pending.parts
         ):
             return None
-        parts = [part.result() for part in pending.parts]
-        if len({part.n_trials for part in parts}) != 1:
-            return None  # the study grew between the jobs: out of date
-        return Drawn(tuple(path for part in parts for path in part.paths), parts[0].n_trials)
+        drawn = self._drawn(pending, study_name)  # every part done and drawn: no wait, no warning
+        return drawn if drawn is not None and drawn.n_trials >= 0 else None
 
     def _drawn(self, pending: _FamilyDrawing | None, study_name: str) -> Drawn | None:
         """A family's plots from its jobs (waited for): ``None`` when every job failed; a

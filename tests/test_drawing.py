@@ -124,6 +124,27 @@ def test_ready_hands_over_a_familys_plots_only_once_all_are_drawn_and_never_wait
     assert sorted(p.name for p in drawn.paths) == PLOTS
 
 
+@pytest.mark.parametrize(("counts", "ready"), [((4, 4, 4), True), ((3, 4, 4), False)],
+                         ids=["one trial count", "the study grew between the plots"])
+def test_ready_hands_over_only_plots_drawn_from_one_trial_count(
+    drawer: Drawer, counts: tuple[int, ...], ready: bool
+) -> None:
+    from concurrent.futures import Future
+
+    from sweeper.drawing import Drawn, _FamilyDrawing
+
+    parts = []
+    for plot, count in zip(FAMILY_PLOTS, counts, strict=True):
+        part: Future[Drawn] = Future()
+        part.set_result(Drawn((drawer.directory / plot,), count))
+        parts.append(part)
+    drawer._families["s.family"] = _FamilyDrawing(FAMILY_PLOTS, tuple(parts))
+    drawn = drawer.ready("s.family")
+    assert (drawn is not None) is ready
+    if drawn is not None:
+        assert drawn == Drawn(tuple(drawer.directory / plot for plot in FAMILY_PLOTS), 4)
+
+
 def test_ready_leaves_a_drawing_with_a_failed_plot_to_family_plots(
     drawer: Drawer, caplog: pytest.LogCaptureFixture
 ) -> None:
