@@ -19,8 +19,9 @@ from sweeper.study import FamilyResult
 
 
 class _Drawer:
-    """:class:`sweeper.drawing.Drawer`'s answers, from a table: ``ready`` for the drawings
-    done now, ``plots`` (study -> trial count -> paths) for what ``family_plots`` returns."""
+    """:class:`sweeper.drawing.Drawer`'s answers, from a table: ``ready`` (study -> the trial
+    count of its drawing done now), ``plots`` (study -> 1 where ``family_plots`` returns its
+    plot, 0 or missing where drawing it failed)."""
 
     def __init__(self, tmp: Path, ready: dict[str, int], plots: dict[str, int]) -> None:
         self.directory = tmp
@@ -155,11 +156,6 @@ class _Worker:
         self.finished.append(work.study.study_name)
 
 
-class _Ahead:
-    def __init__(self) -> None:
-        self.considered = 0
-
-
 @pytest.mark.parametrize(
     ("running", "draws", "finished", "left_after"),
     [
@@ -178,9 +174,10 @@ def test_a_family_is_finished_and_drawn_as_soon_as_it_is_complete(
 ) -> None:
     monkeypatch.setattr(runner, "unfinished",
                         lambda study: (0, 1) if study.study_name in running else (0, 0))
-    considered: list[int] = []
+    ahead = SimpleNamespace()  # an Ahead: what it is asked goes through _prepare_leader
+    considered: list[tuple[bool, int]] = []
     monkeypatch.setattr(runner, "_prepare_leader",
-                        lambda ahead, works: considered.append(len(works)))
+                        lambda given, works: considered.append((given is ahead, len(works))))
     drawn: list[str] = []
 
     class _Drawing(_Drawer):
@@ -191,8 +188,8 @@ def test_a_family_is_finished_and_drawn_as_soon_as_it_is_complete(
     works = _works("a", "b", "c")
     left = works[:2]
     runner._catch_up(worker, left, works, drawer=_Drawing(tmp_path, {}, {}) if draws else None,  # type: ignore[arg-type]
-                     ahead=_Ahead(), plots_queued={})  # type: ignore[arg-type]
+                     ahead=ahead, plots_queued={})  # type: ignore[arg-type]
     assert worker.finished == finished
     assert drawn == (finished if draws else [])
-    assert considered == [3] * len(finished)
+    assert considered == [(True, 3)] * len(finished)
     assert [w.study.study_name for w in left] == left_after
