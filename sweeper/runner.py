@@ -50,7 +50,7 @@ from sweeper.champion import (
     warm_up_model_logging,
 )
 from sweeper.config import SweepConfig, derive_model_name, new_sweep_name
-from sweeper.connections import close_after_each_request
+from sweeper.connections import settle_connections
 from sweeper.data import Dataset, Split, load_dataset, split_dataset
 from sweeper.drawing import Drawer
 from sweeper.errors import SweepError
@@ -399,9 +399,10 @@ def _prepare_tracking() -> None:
     # MLflow prints "View run … at" each time a run ends on a tracking server: once per trial.
     # The sweep prints its own link once instead (see _print_links).
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-    # `mlflow server`'s defaults delay each response on a kept-alive connection by 40 ms.
-    close_after_each_request(mlflow.get_tracking_uri())
     check_tracking_server()
+    # `mlflow server`'s defaults without uvloop delay each response on a kept-alive connection
+    # by 40 ms: the sweep asks the server whether to keep connections alive.
+    settle_connections(mlflow.get_tracking_uri())
 
 
 def _print_links(tracker: SweepTracker, out: TextIO) -> None:

@@ -32,7 +32,7 @@ from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from sweeper import trial_attrs as attrs
-from sweeper.connections import close_after_each_request
+from sweeper.connections import settle_connections
 from sweeper.ledger import ATTR_KILLED
 from sweeper.prestart import start_trial_logger
 
@@ -601,7 +601,7 @@ def _init_trial_logger(
     os.environ.clear()
     os.environ.update(environ)
     import_tracking_store(tracking_uri)  # imported already, unless the URI changed since
-    close_after_each_request(tracking_uri)
+    settle_connections(tracking_uri)  # as the sweep decided (its environment says which)
     global _process_tracker
     _process_tracker = SweepTracker(
         MlflowClient(tracking_uri), root_run_id, sweep_name,

@@ -189,6 +189,8 @@ class TrackingServer:
     workdir: Path
     port: int = dataclasses.field(default_factory=free_port)
     workers: int = 2
+    #: More command-line arguments of `mlflow server` (e.g. its ``--uvicorn-opts``).
+    extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -210,6 +212,7 @@ class TrackingServer:
             "--backend-store-uri", self.backend_store_uri,
             "--serve-artifacts", "--artifacts-destination", str(self.artifacts),
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+            *self.extra_args,
         ]
 
     def healthy(self) -> bool:
@@ -261,9 +264,11 @@ class TrackingServer:
 
 
 @contextlib.contextmanager
-def tracking_server(backend_store_uri: str, workdir: Path, *, workers: int = 2) -> Iterator[TrackingServer]:
+def tracking_server(
+    backend_store_uri: str, workdir: Path, *, workers: int = 2, extra_args: tuple[str, ...] = ()
+) -> Iterator[TrackingServer]:
     """A started :class:`TrackingServer`, stopped on exit."""
-    server = TrackingServer(backend_store_uri, workdir, workers=workers)
+    server = TrackingServer(backend_store_uri, workdir, workers=workers, extra_args=extra_args)
     server.start()
     try:
         yield server

@@ -242,17 +242,21 @@ def test_three_workers_run_exactly_n_trials_once(three_workers: Finished) -> Non
     print(f"3 workers, {len(trials)} trials: {three_workers.seconds:.1f} s")
 
 
-def test_workers_do_not_reuse_connections_to_the_server(three_workers: Finished) -> None:
-    # The test server runs uvicorn with 2 workers, as `mlflow server` does by default (with
-    # 4): on a kept-alive connection each response waits 40 ms for a delayed ACK
-    # (sweeper.connections). Its access log names each request's client port: the sweep's
-    # writes come on a connection each (a kept-alive connection would repeat its port).
-    # `mlflow run`, which started the third worker, sends one log-batch of its own (its params).
+def test_workers_keep_their_connections_to_a_server_without_the_delay(
+    three_workers: Finished,
+) -> None:
+    # The test server runs uvicorn with 2 workers on uvloop (this project's environment), which
+    # sets TCP_NODELAY: its kept-alive answers are not held back for a delayed ACK, each
+    # worker's probe finds so (sweeper.connections), and the workers keep MLflow's kept-alive
+    # connections. The server's access log names each request's client port: a kept-alive
+    # connection repeats its port (tests/test_connections.py has a server where they do not).
     requests_ = re.findall(r"127\.0\.0\.1:(\d+) - \"POST /api/2\.0/mlflow/runs/log-batch ",
                            three_workers.stack.server.log.read_text())
     assert len(requests_) >= N_TRIALS * len(FAMILIES), "the server log has no access lines?"
-    repeated = len(requests_) - len(set(requests_))
-    assert repeated <= 0.05 * len(requests_), (repeated, len(requests_))
+    # A connection per request would give each its own port (as before the probe: at most 5 %
+    # repeated, by the kernel reusing a port). Kept alive, each process logs on a connection
+    # or two (35 requests on 9 ports in one run); some processes send only one or two.
+    assert len(set(requests_)) <= 0.5 * len(requests_), (len(set(requests_)), len(requests_))
 
 
 def test_artifacts_come_through_the_tracking_server(three_workers: Finished) -> None:
