@@ -640,14 +640,16 @@ def logging_text(log_rows: dict[str, Result]) -> list[str]:
     if failed:
         return [f"Trial-run logging: FAILED: {failed[0].error}", ""]
     keep, close = log_rows["keep"], log_rows["close"]
-    faster = keep.get("median_ms") / close.get("median_ms")
+    ratio = keep.get("median_ms") / close.get("median_ms")
     return [
         f"Trial-run logging to the same `mlflow server` (uvicorn, 2 worker processes), "
         f"{keep.get('runs')} runs one after another as the sweep logs them (3 requests each): "
         f"kept-alive connections (MLflow's default) {keep.get('median_ms'):.1f} ms per run "
         f"(median; client CPU {keep.get('cpu_median_ms'):.1f} ms), a connection per request "
-        f"(the sweep, `sweeper/connections.py`) {close.get('median_ms'):.1f} ms (client CPU "
-        f"{close.get('cpu_median_ms'):.1f} ms): {faster:.1f}× faster.", ""]
+        f"{close.get('median_ms'):.1f} ms (client CPU {close.get('cpu_median_ms'):.1f} ms): "
+        f"kept alive takes {ratio:.2f}× the time. The sweep keeps connections alive unless its "
+        f"probe finds the server holding kept-alive answers back (`sweeper/connections.py`).",
+        ""]
 
 
 def serving_text(serving: dict[str, Any] | None) -> list[str]:
