@@ -43,6 +43,7 @@ from mlflow.tracking.request_header.abstract_request_header_provider import (
 )
 
 from sweeper.errors import SweepError
+from sweeper.preflight import without_credentials
 
 __all__ = [
     "CONNECTIONS_ENV", "CONNECTION_MODES", "close_after_each_request", "closes_connections",
@@ -154,11 +155,12 @@ def probe_connections(tracking_uri: str, *, timeout: float = 5.0) -> str:
                 fresh.append(_timed(session, url, {"Connection": "close"}, timeout))
     except requests.RequestException as error:
         _logger.info("could not time connections to %s (%s): a connection per request",
-                     url, type(error).__name__)
+                     without_credentials(url), type(error).__name__)
         return "close"
     stalled = statistics.median(kept) - statistics.median(fresh) >= _STALL_SECONDS
     mode = "close" if stalled else "keep"
-    _logger.debug("GET %s: kept alive %s s, fresh %s s: %s", url, kept, fresh, mode)
+    _logger.debug("GET %s: kept alive %s s, fresh %s s: %s", without_credentials(url), kept,
+                  fresh, mode)
     return mode
 
 

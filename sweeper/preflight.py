@@ -17,7 +17,7 @@ from mlflow.utils.rest_utils import http_request
 
 from sweeper.errors import SweepError
 
-__all__ = ["check_tracking_server"]
+__all__ = ["check_tracking_server", "without_credentials"]
 
 _HEALTH_ENDPOINT = "/health"
 _WAY_OUT = "start it or set MLFLOW_TRACKING_URI to a reachable server"
@@ -46,7 +46,7 @@ def check_tracking_server(uri: str | None = None, *, timeout: float = 5.0) -> No
     uri = mlflow.get_tracking_uri() if uri is None else uri
     if urllib.parse.urlsplit(uri).scheme.lower() not in ("http", "https"):
         return
-    shown = _without_credentials(uri)
+    shown = without_credentials(uri)
     try:
         response = http_request(
             get_default_host_creds(uri),
@@ -70,8 +70,8 @@ def check_tracking_server(uri: str | None = None, *, timeout: float = 5.0) -> No
         )
 
 
-def _without_credentials(uri: str) -> str:
-    """``uri`` without a ``user:password@`` part: the message may end up in logs."""
+def without_credentials(uri: str) -> str:
+    """``uri`` without a ``user:password@`` part, for messages that may end up in logs."""
     parts = urllib.parse.urlsplit(uri)
     if "@" not in parts.netloc:
         return uri

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
@@ -180,6 +181,18 @@ def test_the_probe_chooses_what_the_server_answers_sooner(case: str) -> None:
     if PROBES[case][1] == 200:
         # One untimed request opens the kept-alive connection, then three on it, three fresh.
         assert seen == ["keep-alive"] * 4 + ["close"] * 3
+
+
+def test_a_failed_probe_names_the_server_without_its_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with _health_server("unhealthy") as (url, _):
+        with_password = url.replace("http://", "http://alice:s3cret@")
+        with caplog.at_level(logging.INFO, logger="sweeper.connections"):
+            assert connections.probe_connections(with_password) == "close"
+    assert caplog.messages == [
+        f"could not time connections to {url}/health (HTTPError): a connection per request"
+    ]
 
 
 @pytest.mark.parametrize(
