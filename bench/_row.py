@@ -15,8 +15,9 @@ Kinds:
 ``optuna``  plain Optuna: one in-memory study per family, one after the other, in one process,
             no tracking, no pruning, the project's objective and folds; TPE or random sampler.
 ``flaml``   FLAML AutoML with a time budget on the same training split and the same folds.
-``trial_logging``  trial runs logged one after another to a tracking server, with the sweep's
-            connection per request or MLflow's kept-alive connections.
+``trial_logging``  trial runs logged one after another to a tracking server, with a connection
+            per request (the sweep's where its probe finds kept-alive answers held back) or
+            MLflow's kept-alive connections.
 """
 
 from __future__ import annotations
@@ -260,7 +261,7 @@ def _run_our_sweep(spec: dict[str, Any], config: Any, prestarted: Any) -> dict[s
 def run_trial_logging(spec: dict[str, Any]) -> dict[str, Any]:
     """Log ``runs`` trial runs one after another as the sweep does
     (:meth:`sweeper.tracking.SweepTracker.log_finished`) to the tracking server in
-    ``MLFLOW_TRACKING_URI``; ``close`` = the sweep's fresh connection per request
+    ``MLFLOW_TRACKING_URI``; ``close`` = a fresh connection per request
     (:mod:`sweeper.connections`), else MLflow's kept-alive ones."""
     import datetime
     import os

@@ -174,8 +174,8 @@ def tracking_rows(size: dict[str, Any], tmp: Path) -> tuple[list[Result], dict[s
     """The same single-worker sweep with no tracking, on SQLite and over HTTP, interleaved
     ``repeats`` times in rounds whose order rotates (:func:`round_order`) so that load changes
     hit every variant alike; then trial runs logged one after another to the same server with
-    MLflow's kept-alive connections and with the sweep's connection per request
-    (sweeper.connections)."""
+    MLflow's kept-alive connections and with a connection per request (which the sweep uses
+    where its probe finds kept-alive answers held back, sweeper.connections)."""
     config = {"n_trials": size["tracking_trials"], "families": size["tracking_families"],
               "n_workers": 1}
     runs: dict[str, list[Result]] = {variant: [] for variant in TRACKING_VARIANTS}
