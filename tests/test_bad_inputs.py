@@ -27,7 +27,7 @@ from mlflow.entities import ViewType
 
 import objectives
 import sweep
-from conftest import ROOT, free_port, subprocess_env
+from conftest import ROOT, QuietHandler, free_port, http_server, subprocess_env
 
 MODEL_NAME = "bad-input-model"
 # Every case starts from a valid command line; a case appends its own flags (argparse keeps
@@ -86,6 +86,9 @@ class Case:
         search_space: ``(family, yaml text)``: that family's search space file is replaced
             (in-process only: the search spaces directory is a module global).
         unreachable_tracking: The tracking URI is an http server on a closed port.
+        healthy_tracking: The tracking URI is a stub server that answers ``GET /health`` and
+            records every request (a sweep that got past its checks would ask for more).
+        env: Environment variables set for the case.
         in_subprocess: Also run this case as a real ``python sweep.py`` process.
     """
 
@@ -95,6 +98,8 @@ class Case:
     setup: Callable[[Path, Path], None] | None = None
     search_space: tuple[str, str] | None = None
     unreachable_tracking: bool = False
+    healthy_tracking: bool = False
+    env: tuple[tuple[str, str], ...] = ()
     in_subprocess: bool = False
 
 
@@ -268,6 +273,15 @@ CASES = [
         in_subprocess=True,
     ),
     Case(
+        "http-connections-unknown",
+        (),
+        "SWEEP_HTTP_CONNECTIONS must be one of auto, keep, close, but got 'sometimes'; unset it "
+        "to have the sweep ask the tracking server",
+        healthy_tracking=True,
+        env=(("SWEEP_HTTP_CONNECTIONS", "sometimes"),),
+        in_subprocess=True,
+    ),
+    Case(
         "storage-postgres-closed-port",
         ("--storage", "postgresql+psycopg://u:p@127.0.0.1:<port>/db"),
         "storage: cannot open 'postgresql+psycopg://u:***@127.0.0.1:<port>/db' (OperationalError: "
@@ -313,9 +327,39 @@ class Prepared:
     journal: Path
 
 
-def _prepare(case: Case, tmp: Path, insurance: Path) -> Prepared:
+class _Health(QuietHandler):
+    """Answers ``GET /health`` as an MLflow server does and records every request's method and
+    path (one class per server: ``requests`` is set on a subclass)."""
+
+    requests: list[str]
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        self.requests.append(f"GET {self.path}")
+        if self.path == "/health":
+            self.reply(200, b"OK", "text/plain")
+        else:
+            self.reply(404, b"", "text/plain")
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        self.requests.append(f"POST {self.path}")
+        self.reply(404, b"", "text/plain")
+
+
+@pytest.fixture(scope="module")
+def health_stub() -> Iterator[tuple[str, list[str]]]:
+    """A stub tracking server for the ``healthy_tracking`` cases: its URL and the requests it
+    got (cleared by each case that uses it)."""
+    seen: list[str] = []
+    with http_server(type("Handler", (_Health,), {"requests": seen})) as url:
+        yield url, seen
+
+
+def _prepare(
+    case: Case, tmp: Path, insurance: Path, health_url: str | None = None
+) -> Prepared:
     """Write the case's files; return its command line and expected line with placeholders
-    filled in, and its tracking URI (a fresh SQLite store, or http on a closed port)."""
+    filled in, and its tracking URI (a fresh SQLite store, http on a closed port, or
+    ``health_url``)."""
     port = str(free_port())
 
     def fill(text: str) -> str:
@@ -330,6 +374,10 @@ def _prepare(case: Case, tmp: Path, insurance: Path) -> Prepared:
         case.setup(tmp, insurance)
     if case.unreachable_tracking:
         tracking_uri = f"http://127.0.0.1:{port}"
+    elif case.healthy_tracking:
+        if health_url is None:
+            raise ValueError(f"case {case.id} needs the health stub's URL")
+        tracking_uri = health_url
     else:
         tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
     return Prepared(
@@ -340,10 +388,13 @@ def _prepare(case: Case, tmp: Path, insurance: Path) -> Prepared:
     )
 
 
-def _assert_nothing_written(prepared: Prepared) -> None:
+def _assert_nothing_written(prepared: Prepared, stub_requests: list[str] | None = None) -> None:
     assert not prepared.journal.exists(), "an Optuna journal was created"
+    if stub_requests is not None:
+        # The stub server was asked whether it is up, and nothing else.
+        assert set(stub_requests) <= {"GET /health"}, stub_requests
     if not prepared.tracking_uri.startswith("sqlite:"):
-        return  # an unreachable server cannot have been written to
+        return  # an unreachable server or the stub cannot have been written to
     database = Path(prepared.tracking_uri.removeprefix("sqlite:///"))
     if not database.exists():
         # MLflow creates the database on first use: no file, no run and no model version.
@@ -407,8 +458,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     use_tracking_uri: Callable[[str], None],
+    health_stub: tuple[str, list[str]],
 ) -> None:
-    prepared = _prepare(case, tmp_path, insurance_csv)
+    health_url, stub_requests = health_stub
+    stub_requests.clear()
+    prepared = _prepare(case, tmp_path, insurance_csv, health_url)
+    for name, value in case.env:
+        monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)  # a default storage or mlflow.db would land here, not in ROOT
     use_tracking_uri(prepared.tracking_uri)
     if case.search_space is not None:
@@ -437,23 +493,25 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     ] == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
     assert elapsed < 10, f"took {elapsed:.1f} s"
-    _assert_nothing_written(prepared)
+    _assert_nothing_written(prepared, stub_requests if case.healthy_tracking else None)
 
 
 @pytest.fixture(scope="module")
 def processes(
-    tmp_path_factory: pytest.TempPathFactory, insurance_csv: Path
+    tmp_path_factory: pytest.TempPathFactory, insurance_csv: Path,
+    health_stub: tuple[str, list[str]],
 ) -> dict[str, tuple[Prepared, subprocess.CompletedProcess[str], float]]:
     """Run every subprocess case at once (each pays seconds of imports), keyed by case id."""
     started: dict[str, tuple[Prepared, subprocess.Popen[str], float]] = {}
     for case in SUBPROCESS_CASES:
         assert case.search_space is None, "a subprocess cannot see a monkeypatched search space"
         tmp = tmp_path_factory.mktemp(case.id)
-        prepared = _prepare(case, tmp, insurance_csv)
+        prepared = _prepare(case, tmp, insurance_csv, health_stub[0])
         env = subprocess_env(
             MLFLOW_TRACKING_URI=prepared.tracking_uri,
             SWEEP_INSURANCE_CSV=str(insurance_csv),
             SWEEP_CACHE_DIR=str(tmp / "cache"),
+            **dict(case.env),
         )
         process = subprocess.Popen(
             [sys.executable, str(ROOT / "sweep.py"), *prepared.argv],
