@@ -103,8 +103,9 @@ def _is_plain_http(uri: str) -> bool:
 def settle_connections(tracking_uri: str, *, timeout: float = 5.0) -> bool:
     """Decide how this process connects to ``tracking_uri`` and apply it: a connection per
     request (:func:`close_after_each_request`) where ``SWEEP_HTTP_CONNECTIONS`` says
-    ``close``, or where it says ``auto`` (or is unset) and :func:`probe_connections` finds
-    kept-alive connections slower. A no-op for any URI but plain HTTP.
+    ``close``, or where it says ``auto`` (or is unset) and :func:`probe_connections` answers
+    ``close`` (kept-alive answers held back 20 ms or more, or the probe failed). A no-op for
+    any URI but plain HTTP.
 
     A probe's answer is written back to ``SWEEP_HTTP_CONNECTIONS``, with the server it is for
     in ``SWEEP_HTTP_CONNECTIONS_FOR``: the processes this one starts inherit both and follow
