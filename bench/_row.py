@@ -187,6 +187,7 @@ def run_our_sweep(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_our_sweep(spec: dict[str, Any], config: Any, prestarted: Any) -> dict[str, Any]:
+    from bench._cpu import process_cpu, thread_wait, tree_cpu
     from sweeper.champion import import_model_saving
     from sweeper.runner import run_sweep
 
@@ -206,9 +207,22 @@ def _run_our_sweep(spec: dict[str, Any], config: Any, prestarted: Any) -> dict[s
     phases: dict[str, float] = {}
     _phase_timers(phases)
     out = io.StringIO()
+    server = spec.get("server_pid")  # the tracking server's process tree, when the bench has one
+    cpu_before, wait_before = process_cpu(), thread_wait()
+    server_before = tree_cpu(server) if server else None
     start = time.perf_counter()
     outcome = run_sweep(config, out=out, prestarted=prestarted)
     seconds = time.perf_counter() - start
+    # The helpers the sweep took are closed (waited for) by now: their CPU is in this
+    # process's RUSAGE_CHILDREN.
+    cpu_after, wait_after = process_cpu(), thread_wait()
+    cpu = {
+        "sweep": cpu_after[0] - cpu_before[0],
+        "helpers": cpu_after[1] - cpu_before[1],
+        "server": None if server_before is None else tree_cpu(server) - server_before,
+        "waited": (None if wait_before is None or wait_after is None
+                   else wait_after - wait_before),
+    }
     if spec.get("tracking") == "none" and Path("leak.db").exists():
         # bench/run.py points this process at leak.db: the doubles missed an MLflow call.
         raise RuntimeError("the no-tracking doubles missed an MLflow call (sweeper.runner "
@@ -249,6 +263,7 @@ def _run_our_sweep(spec: dict[str, Any], config: Any, prestarted: Any) -> dict[s
         "store_init_seconds": store_init,
         "trial_values": trials,
         "trial_seconds": trial_seconds,
+        "cpu": cpu,
         "report": out.getvalue(),
     }
 

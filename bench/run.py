@@ -126,8 +126,9 @@ def run_row(key: str, label: str, spec: dict[str, Any], workdir: Path,
 
 
 @contextlib.contextmanager
-def mlflow_server(workdir: Path) -> Iterator[str]:
-    """A local ``mlflow server`` (SQLite backend, serving artifacts) on a free loopback port."""
+def mlflow_server(workdir: Path) -> Iterator[tuple[str, int]]:
+    """A local ``mlflow server`` (SQLite backend, serving artifacts) on a free loopback port:
+    its URL, and the process id of its command (the root of its process tree)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -137,8 +138,8 @@ def mlflow_server(workdir: Path) -> Iterator[str]:
             "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
     with running_server(argv, log_path=workdir / "server.log", cwd=workdir,
                         ready_url=f"{url}/health",
-                        env=child_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")):
-        yield url
+                        env=child_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")) as server:
+        yield url, server.pid
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,7 +180,7 @@ def tracking_rows(size: dict[str, Any], tmp: Path) -> tuple[list[Result], dict[s
     config = {"n_trials": size["tracking_trials"], "families": size["tracking_families"],
               "n_workers": 1}
     runs: dict[str, list[Result]] = {variant: [] for variant in TRACKING_VARIANTS}
-    with mlflow_server(tmp / "server") as url:
+    with mlflow_server(tmp / "server") as (url, server):
         for repeat in range(size["repeats"]):
             for variant in round_order(TRACKING_VARIANTS, repeat):
                 workdir = tmp / f"tracking-{variant}-{repeat}"
@@ -187,6 +188,8 @@ def tracking_rows(size: dict[str, Any], tmp: Path) -> tuple[list[Result], dict[s
                        "http": url}[variant]
                 spec = {"kind": "sweep", "tracking": "none" if variant == "none" else "mlflow",
                         "config": config}
+                if variant == "http":
+                    spec["server_pid"] = server  # its CPU is measured around the sweep
                 runs[variant].append(run_row(f"tracking_{variant}", f"tracking {variant} #{repeat}",
                                              spec, workdir, uri))
         log_rows = {
@@ -213,7 +216,8 @@ def tracking_rows(size: dict[str, Any], tmp: Path) -> tuple[list[Result], dict[s
         data.update(seconds=median, all_seconds=seconds,
                     all_phases=[r.get("phases") for r in results],
                     all_trials=[r.get("trial_values") for r in results],
-                    all_trial_seconds=[r.get("trial_seconds") for r in results])
+                    all_trial_seconds=[r.get("trial_seconds") for r in results],
+                    all_cpu=[r.get("cpu") for r in results])
         merged.append(Result(f"tracking_{variant}", labels[variant], data,
                              process_seconds=statistics.median(r.process_seconds for r in results)))
     return merged, log_rows
@@ -632,6 +636,46 @@ def split_text(by: dict[str, Result]) -> list[str]:
             "", *lines, ""]
 
 
+def cpu_medians(result: Result) -> dict[str, float | None]:
+    """The median over a tracking row's repeats of each CPU figure its sweeps recorded
+    (``bench/_row.py``: ``sweep``, ``helpers``, ``server``, ``waited``); ``None`` where no
+    repeat has it (the server of a row without one; ``/proc`` missing)."""
+    repeats = [cpu for cpu in result.get("all_cpu") or [] if cpu]
+    out: dict[str, float | None] = {}
+    for name in ("sweep", "helpers", "server", "waited"):
+        values = [cpu[name] for cpu in repeats if cpu.get(name) is not None]
+        out[name] = statistics.median(values) if values else None
+    return out
+
+
+def cpu_text(by: dict[str, Result]) -> list[str]:
+    """What ran on the cores during the tracking rows' sweeps (CPU seconds, medians of the
+    repeats): the sweep's process, its helpers, the tracking server; and how long the thread
+    running the trials waited for a core."""
+    lines = []
+    for variant, name in (("none", "no tracking"), ("sqlite", "SQLite"), ("http", "HTTP")):
+        result = by.get(f"tracking_{variant}")
+        if result is None or not result.ok or not result.get("all_cpu"):
+            continue
+        cpu = cpu_medians(result)
+        if cpu["sweep"] is None:
+            continue
+        helpers = "n/a" if cpu["helpers"] is None else f"{cpu['helpers']:.1f} s"
+        parts = [f"the sweep's process {cpu['sweep']:.1f} s", f"its helpers {helpers}"]
+        if cpu["server"] is not None:
+            parts.append(f"the tracking server {cpu['server']:.1f} s")
+        waited = "n/a" if cpu["waited"] is None else f"{cpu['waited']:.2f} s"
+        lines.append(f"- {name}: wall {result.get('seconds'):.1f} s; CPU: {', '.join(parts)}; "
+                     f"the trials' thread waited {waited}.")
+    if not lines:
+        return []
+    return ["CPU time during the same sweeps (medians of each row's repeats, read from `/proc` "
+            "by `bench/_cpu.py`): the sweep's own process, the helpers it starts (trial logger, "
+            "drawing, the champion prepared ahead) and the tracking server, which run beside "
+            "the trials on the cores they leave free; and how long the thread running the "
+            "trials waited for a core.", "", *lines, ""]
+
+
 def logging_text(log_rows: dict[str, Result]) -> list[str]:
     """The trial-run logging rows: per-run latency to the bench's `mlflow server`."""
     if not log_rows:
@@ -797,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{size['repeats']}, interleaved likewise. Time-budget row: the repeat with "
             f"the median best CV RMSE of {size['repeats']}.")
     text = "\n".join([head, "", table(results), "", *targets(by, serving, args.smoke), "",
-                      *split_text(by), *logging_text(log_rows), *serving_text(serving)]) + "\n"
+                      *split_text(by), *cpu_text(by), *logging_text(log_rows), *serving_text(serving)]) + "\n"
     print(text)
     output = args.output or (None if args.smoke else RESULTS)
     if output is not None:

@@ -56,6 +56,13 @@ def test_bench_smoke_runs_every_row(tmp_path: Path) -> None:
     for store in ("SQLite", "HTTP"):
         assert re.search(rf"- {store}: the trials' own time [\d.]+× \(median trial [\d.]+×\); "
                          r"outside the trials [+-][\d.]+ s\.", text), text
+    # The CPU beside each tracking row's wall time: the server's only over HTTP.
+    number = r"[\d.]+ s"
+    for store, server in (("no tracking", ""), ("SQLite", ""),
+                          ("HTTP", rf", the tracking server {number}")):
+        assert re.search(rf"- {store}: wall {number}; CPU: the sweep's process {number}, its "
+                         rf"helpers {number}{server}; the trials' thread waited {number}\.",
+                         text), text
     # Trial runs logged to the bench's server both ways (kept-alive and a connection each).
     assert re.search(r"Trial-run logging to the same `mlflow server`.* kept-alive connections "
                      r"\(MLflow's default\) [\d.]+ ms per run .* a connection per request "
@@ -147,14 +154,16 @@ def test_the_tracking_rounds_rotate_their_order_and_pair_repeats_by_round(
     ran: list[str] = []
 
     @contextlib.contextmanager
-    def fake_server(workdir: Path) -> Iterator[str]:
-        yield "http://127.0.0.1:1"
+    def fake_server(workdir: Path) -> Iterator[tuple[str, int]]:
+        yield "http://127.0.0.1:1", 4242
 
     def fake_row(key: str, label: str, spec: dict[str, Any], workdir: Path,
                  tracking_uri: str | None = None) -> Any:
         ran.append(label)
         if spec["kind"] == "trial_logging":
             return run.Result(key, label, {"median_ms": 1.0})
+        # Only the sweep over HTTP measures the server's CPU (its process tree's root).
+        assert spec.get("server_pid") == (4242 if key == "tracking_http" else None), spec
         # The round in the tens, the position in the round in the units.
         round_ = int(label.rsplit("#", 1)[1])
         seconds = 10.0 * round_ + sum(1 for done in ran if done.endswith(f"#{round_}"))
@@ -237,6 +246,73 @@ def test_the_tracking_overhead_split_pairs_the_same_trials(
         (1.1, 1.1, 1.0),
         (24.0 / 16.0, 1.0, 0.0),
     ]
+
+
+def test_the_cpu_text_gives_each_tracking_rows_medians(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _bench_run(monkeypatch)
+
+    def row(key: str, seconds: float, cpus: list[dict[str, Any] | None]) -> Any:
+        return run.Result(key, key, {"seconds": seconds, "all_cpu": cpus})
+
+    by = {
+        # A repeat without figures (an older row) is left out of the medians.
+        "tracking_none": row("tracking_none", 19.9, [
+            {"sweep": 19.8, "helpers": 0.0, "server": None, "waited": 0.004},
+            {"sweep": 20.2, "helpers": 0.0, "server": None, "waited": 0.002}, None]),
+        "tracking_sqlite": row("tracking_sqlite", 20.7, [
+            {"sweep": 20.4, "helpers": 9.5, "server": None, "waited": 0.21},
+            {"sweep": 20.1, "helpers": 10.3, "server": None, "waited": 0.18},
+            {"sweep": 20.3, "helpers": 9.9, "server": None, "waited": 0.25}]),
+        # Figures missing (as without /proc) are n/a, not zero.
+        "tracking_http": row("tracking_http", 21.3, [
+            {"sweep": 20.6, "helpers": None, "server": 2.9, "waited": None}]),
+    }
+    assert run.cpu_medians(by["tracking_sqlite"]) == {
+        "sweep": 20.3, "helpers": 9.9, "server": None, "waited": 0.21}
+    text = run.cpu_text(by)
+    assert text[0].startswith("CPU time during the same sweeps (medians of each row's repeats")
+    assert text[1:] == [
+        "",
+        "- no tracking: wall 19.9 s; CPU: the sweep's process 20.0 s, its helpers 0.0 s; "
+        "the trials' thread waited 0.00 s.",
+        "- SQLite: wall 20.7 s; CPU: the sweep's process 20.3 s, its helpers 9.9 s; "
+        "the trials' thread waited 0.21 s.",
+        "- HTTP: wall 21.3 s; CPU: the sweep's process 20.6 s, its helpers n/a, "
+        "the tracking server 2.9 s; the trials' thread waited n/a.",
+        "",
+    ]
+    # Rows that failed, or ran before the bench recorded CPU, are left out; none at all: no text.
+    assert run.cpu_text({"tracking_none": run.Result("tracking_none", "x", error="boom"),
+                         "tracking_sqlite": row("tracking_sqlite", 1.0, [])}) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_cpu_of_a_process_tree_counts_each_process_once_alive_or_waited_for() -> None:
+    from bench._cpu import process_cpu, thread_wait, tree_cpu
+
+    # A child that burns 0.4 s of CPU in a grandchild it waits for, then 0.4 s itself, then
+    # sleeps until told to stop.
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n"
+    code = ("import subprocess, sys, time\n"
+            f"subprocess.run([sys.executable, '-c', {burn!r}], check=True)\n"
+            f"{burn}print('burnt', flush=True)\ntime.sleep(60)\n")
+    _, before = process_cpu()
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "burnt\n"
+        # Alive: its own time and its waited-for grandchild's, in its tree and in ours.
+        alive = tree_cpu(child.pid)
+        assert 0.8 <= alive < 0.8 + 1.0, alive
+        assert tree_cpu(child.pid, include_root=False) == 0.0  # it has no live children
+        assert 0.8 <= process_cpu()[1] - before < 0.8 + 1.0
+    finally:
+        child.kill()
+        child.wait()
+    # Waited for: in this process's RUSAGE_CHILDREN, counted once.
+    assert 0.8 <= process_cpu()[1] - before < 0.8 + 1.0
+    assert tree_cpu(child.pid) == 0.0  # gone
+    waited = thread_wait()
+    assert waited is not None and waited >= 0.0
 
 
 def test_the_time_budget_row_is_the_repeat_with_the_median_best_cv(
