@@ -11,8 +11,11 @@ script starts on a free loopback port. "wall time" is measured around the work i
 (interpreter start-up and imports excluded, the same for every row); what is left of the start-up
 of the sweep's extra worker processes when the clock starts (they are started before the row's
 imports, as ``sweep.py`` starts them before its own: ``sweeper/prestart.py``), the drain and the
-champion's refit, logging and registration are included. Needs the bench requirements
-(``pip install -r requirements-bench.txt``); without FLAML its row says "skipped".
+champion's refit, logging and registration are included. The tracking rows also record the CPU
+time of the sweep's process, its helpers and the tracking server around the same work, and how
+long the thread running the trials waited for a core (``bench/_cpu.py``, Linux's ``/proc``).
+Needs the bench requirements (``pip install -r requirements-bench.txt``); without FLAML its row
+says "skipped".
 """
 
 from __future__ import annotations
