@@ -286,33 +286,55 @@ def test_the_cpu_text_gives_each_tracking_rows_medians(monkeypatch: pytest.Monke
                          "tracking_sqlite": row("tracking_sqlite", 1.0, [])}) == []
 
 
+#: Measured in a fresh process, so that no other process of the test session (servers that
+#: fixtures started) is among the descendants whose CPU it reads.
+_CPU_SCENARIO = """
+import json, os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from bench._cpu import process_cpu, thread_wait, tree_cpu
+
+# A child that burns 0.4 s of CPU in a grandchild it waits for, then 0.4 s itself, then
+# sleeps until it is killed.
+burn = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.4: pass\\n"
+code = ("import subprocess, sys, time\\n"
+        f"subprocess.run([sys.executable, '-c', {burn!r}], check=True)\\n"
+        f"{burn}print('burnt', flush=True)\\ntime.sleep(60)\\n")
+_, before = process_cpu()
+child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+try:
+    burnt = child.stdout.readline() == "burnt\\n"
+    alive = {"tree": tree_cpu(child.pid), "children": tree_cpu(child.pid, include_root=False),
+             "ours": process_cpu()[1] - before}
+finally:
+    child.kill()
+    child.wait()
+print(json.dumps({"burnt": burnt, "alive": alive, "ended": process_cpu()[1] - before,
+                  "gone": tree_cpu(child.pid), "waited": thread_wait(),
+                  "tick": os.sysconf("SC_CLK_TCK")}))
+"""
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
 def test_cpu_of_a_process_tree_counts_each_process_once_alive_or_waited_for() -> None:
-    from bench._cpu import process_cpu, thread_wait, tree_cpu
+    import json
 
-    # A child that burns 0.4 s of CPU in a grandchild it waits for, then 0.4 s itself, then
-    # sleeps until told to stop.
-    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n"
-    code = ("import subprocess, sys, time\n"
-            f"subprocess.run([sys.executable, '-c', {burn!r}], check=True)\n"
-            f"{burn}print('burnt', flush=True)\ntime.sleep(60)\n")
-    _, before = process_cpu()
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None and child.stdout.readline() == "burnt\n"
-        # Alive: its own time and its waited-for grandchild's, in its tree and in ours.
-        alive = tree_cpu(child.pid)
-        assert 0.8 <= alive < 0.8 + 1.0, alive
-        assert tree_cpu(child.pid, include_root=False) == 0.0  # it has no live children
-        assert 0.8 <= process_cpu()[1] - before < 0.8 + 1.0
-    finally:
-        child.kill()
-        child.wait()
-    # Waited for: in this process's RUSAGE_CHILDREN, counted once.
-    assert 0.8 <= process_cpu()[1] - before < 0.8 + 1.0
-    assert tree_cpu(child.pid) == 0.0  # gone
-    waited = thread_wait()
-    assert waited is not None and waited >= 0.0
+    done = subprocess.run([sys.executable, "-c", _CPU_SCENARIO, str(ROOT)], capture_output=True,
+                          text=True, timeout=120, env=subprocess_env())
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(done.stdout)
+    assert measured["burnt"] is True
+    # The child and its grandchild burnt at least 0.8 s between them (each loop starts after
+    # its interpreter's start-up). /proc counts in clock ticks, rounded down per field (user,
+    # system, and the same for waited-for children): a live tree reads up to a few ticks low.
+    low, high = 0.8 - 5 / measured["tick"], 0.8 + 1.0
+    alive = measured["alive"]
+    assert low <= alive["tree"] < high, measured  # its own time and its grandchild's
+    assert alive["children"] == 0.0, measured  # it has no live children
+    assert low <= alive["ours"] < high, measured  # alive: among this process's descendants
+    assert low <= measured["ended"] < high, measured  # waited for: in RUSAGE_CHILDREN, once
+    assert abs(measured["ended"] - alive["ours"]) < 0.1, measured
+    assert measured["gone"] == 0.0, measured
+    assert measured["waited"] is not None and measured["waited"] >= 0.0, measured
 
 
 def test_the_time_budget_row_is_the_repeat_with_the_median_best_cv(
