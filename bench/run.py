@@ -844,7 +844,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{size['repeats']}, interleaved likewise. Time-budget row: the repeat with "
             f"the median best CV RMSE of {size['repeats']}.")
     text = "\n".join([head, "", table(results), "", *targets(by, serving, args.smoke), "",
-                      *split_text(by), *cpu_text(by), *logging_text(log_rows), *serving_text(serving)]) + "\n"
+                      *split_text(by), *cpu_text(by), *logging_text(log_rows),
+                      *serving_text(serving)]) + "\n"
     print(text)
     output = args.output or (None if args.smoke else RESULTS)
     if output is not None:
